@@ -1,0 +1,109 @@
+"""A small synthetic catalog, made in code, that exercises what real catalogs throw at fanout.
+
+Product shots on white with margins and a soft shadow, a transparent PNG cut-out, a CMYK JPEG
+with an embedded profile, a photo stored sideways with an EXIF orientation, and an editorial
+lifestyle scene.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyvips
+
+
+def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.mgrid[0:height, 0:width].astype(np.float32)
+
+
+def _ellipse(width: int, height: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    y, x = _grid(width, height)
+    return (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0).astype(np.float32)
+
+
+def _to_image(rgb: np.ndarray) -> pyvips.Image:
+    return pyvips.Image.new_from_array(np.ascontiguousarray(rgb.clip(0, 255).astype(np.uint8)),
+                                       interpretation="srgb")
+
+
+def product_shot(width: int, height: int, colour: tuple[int, int, int],
+                 shape: str = "ellipse") -> np.ndarray:
+    """A product on white: a shaded body, margins, and a soft shadow beneath it."""
+    y, x = _grid(width, height)
+    cx, cy = width * 0.5, height * 0.47
+    rx, ry = width * 0.28, height * 0.3
+    if shape == "box":
+        body = ((abs(x - cx) <= rx) & (abs(y - cy) <= ry)).astype(np.float32)
+    else:
+        body = _ellipse(width, height, cx, cy, rx, ry)
+    shadow = _ellipse(width, height, cx, cy + ry * 1.02, rx * 0.9, ry * 0.12)
+    shadow_img = pyvips.Image.new_from_array(shadow).gaussblur(max(2.0, width / 120))
+    shadow = shadow_img.numpy().astype(np.float32).reshape(height, width)
+    shade = 0.75 + 0.25 * (1 - (y - (cy - ry)) / (2 * ry)).clip(0, 1)
+    rgb = np.full((height, width, 3), 255.0, dtype=np.float32)
+    rgb -= shadow[..., None] * 70
+    for band, value in enumerate(colour):
+        rgb[..., band] = np.where(body > 0, value * shade, rgb[..., band])
+    return rgb
+
+
+def lifestyle_scene(width: int, height: int) -> np.ndarray:
+    """A sky-to-floor gradient with a sun and a subject off-centre: something to smart-crop."""
+    y, x = _grid(width, height)
+    t = y / height
+    rgb = np.stack([90 + 120 * t, 140 + 60 * t, 220 - 120 * t], axis=-1)
+    sun = _ellipse(width, height, width * 0.2, height * 0.25, height * 0.08, height * 0.08)
+    rgb = np.where(sun[..., None] > 0, [255, 220, 120], rgb)
+    subject = _ellipse(width, height, width * 0.68, height * 0.6, width * 0.09, height * 0.28)
+    rgb = np.where(subject[..., None] > 0, [180, 40, 60], rgb)
+    noise = np.random.default_rng(7).normal(0, 6, rgb.shape)
+    return rgb + noise
+
+
+def build(folder: Path) -> Path:
+    """Write the demo masters and their listing under folder; returns the listing's path."""
+    masters = folder / "masters"
+    masters.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+
+    def add(id_: str, name: str, product: str, position: int, role: str) -> None:
+        rows.append({"id": id_, "path": f"masters/{name}", "product": product,
+                     "position": position, "role": role})
+
+    _to_image(product_shot(2000, 2000, (200, 40, 40))).jpegsave(
+        str(masters / "sneaker-red-front.jpg"), Q=92)
+    add("sneaker-red/front", "sneaker-red-front.jpg", "SNEAKER-RED", 0, "product")
+    _to_image(product_shot(2400, 1600, (40, 70, 200), shape="box")).jpegsave(
+        str(masters / "sneaker-red-side.jpg"), Q=92)
+    add("sneaker-red/side", "sneaker-red-side.jpg", "SNEAKER-RED", 1, "product")
+
+    # A transparent cut-out: the product with nothing around it.
+    body = _ellipse(1600, 1600, 800, 800, 520, 380) * 255
+    rgb = product_shot(1600, 1600, (30, 160, 90))
+    cutout = _to_image(np.dstack([rgb, body])).copy(interpretation="srgb")
+    cutout.pngsave(str(masters / "bag-green.png"))
+    add("bag-green", "bag-green.png", "BAG-GREEN", 0, "product")
+
+    # Print-ready CMYK with its profile embedded, as agencies deliver.
+    cmyk = _to_image(product_shot(1600, 1600, (230, 180, 20))).icc_transform("cmyk")
+    cmyk.jpegsave(str(masters / "lamp-yellow-cmyk.jpg"), Q=92, keep="icc")
+    add("lamp-yellow", "lamp-yellow-cmyk.jpg", "LAMP-YELLOW", 0, "product")
+
+    # A phone photo: pixels stored sideways, EXIF orientation 6 says "rotate 90 clockwise".
+    upright = _to_image(product_shot(1200, 1600, (120, 60, 160)))
+    sideways = upright.rot270().copy()
+    sideways.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    sideways.jpegsave(str(masters / "mug-purple-phone.jpg"), Q=90, keep="exif")
+    add("mug-purple", "mug-purple-phone.jpg", "MUG-PURPLE", 0, "product")
+
+    _to_image(lifestyle_scene(3000, 2000)).jpegsave(str(masters / "summer-campaign.jpg"), Q=88)
+    add("campaign/summer", "summer-campaign.jpg", "campaign-summer", 0, "editorial")
+
+    listing = folder / "catalog.csv"
+    with listing.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "path", "product", "position", "role"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return listing

@@ -1,0 +1,24 @@
+"""One exception tree for fanout, and the exit codes that go with it.
+
+ConfigError (bad channel/preset file, bad catalog listing, bad usage) stops a run before
+anything renders: exit code 2. MasterError is one master's problem: it becomes `failed`
+manifest rows and the run goes on (exit code 1 at the end).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_CONFIG = 2
+
+
+class FanoutError(Exception):
+    """Base of every error fanout raises on purpose."""
+
+
+class ConfigError(FanoutError):
+    """A channel or preset file, a catalog listing or an option is wrong; nothing is rendered."""
+
+
+class MasterError(FanoutError):
+    """One master (or one of its derivatives) could not be rendered; the rest of the run goes on."""

@@ -1,0 +1,1 @@
+"""Image derivatives with pyvips: decode once, fan out every recipe."""

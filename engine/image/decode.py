@@ -1,0 +1,123 @@
+"""Decode a master once: safety checks, shrink-on-load, colour to sRGB, orient, into memory.
+
+Order: sniff the loader (only formats fuzzed for untrusted input) -> read the header and check
+the pixel limit -> reload with shrink-on-load at the largest size any derivative needs ->
+sRGB -> copy into memory (truncated or corrupt data fails here, not as a grey half) -> orient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyvips
+
+from ..errors import MasterError
+from . import ops
+from .geometry import jpeg_shrink
+
+DEFAULT_MAX_PIXELS = 268_402_689  # sharp's default limit (0x3FFF * 0x3FFF)
+
+# Loaders fanout accepts. Everything else (SVG, PDF, matrix, FITS, raw...) is refused, on top of
+# libvips' own block on loaders not meant for untrusted data (set in configure()).
+ALLOWED_LOADERS: dict[str, str] = {
+    "jpegload_buffer": "jpeg",
+    "pngload_buffer": "png",
+    "webpload_buffer": "webp",
+    "gifload_buffer": "gif",
+    "heifload_buffer": "heif",
+    "tiffload_buffer": "tiff",
+}
+
+_configured = False
+
+
+def configure(concurrency: int | None = None) -> None:
+    """Process-wide libvips settings for a batch: safety, no operation cache, thread count."""
+    global _configured
+    if not _configured:
+        pyvips.block_untrusted_set(True)
+        pyvips.cache_set_max(0)  # a batch never revisits an operation; the cache only holds memory
+        _configured = True
+    if concurrency is not None:
+        pyvips.concurrency_set(max(1, concurrency))
+
+
+@dataclass
+class Decoded:
+    """A master in memory: upright, 8-bit sRGB (alpha kept), at `scale` of its oriented size."""
+
+    image: pyvips.Image
+    source_format: str
+    width: int  # oriented size of the master itself (before shrink-on-load)
+    height: int
+    scale: float
+    pages: int
+
+
+@dataclass(frozen=True)
+class Header:
+    loader: str
+    width: int  # oriented
+    height: int
+    pages: int
+
+
+def _oriented(image: pyvips.Image) -> tuple[int, int]:
+    orientation = image.get("orientation") if image.get_typeof("orientation") else 1
+    if orientation in (5, 6, 7, 8):
+        return image.height, image.width
+    return image.width, image.height
+
+
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """Read the header only: which loader, how big once upright. Raises MasterError if refused."""
+    if not data:
+        raise MasterError("empty file (0 bytes)")
+    try:
+        image = pyvips.Image.new_from_buffer(data, "", access="sequential")
+    except pyvips.Error as exc:
+        raise MasterError(f"not a supported image: {vips_message(exc)}") from None
+    loader = image.get("vips-loader")
+    if loader not in ALLOWED_LOADERS:
+        raise MasterError(
+            f"image format not supported ({loader.removesuffix('_buffer').removesuffix('load')})"
+        )
+    width, height = _oriented(image)
+    pages = image.get("n-pages") if image.get_typeof("n-pages") else 1
+    if width * height > max_pixels:
+        raise MasterError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+        )
+    return Header(loader=loader, width=width, height=height, pages=pages)
+
+
+def decode(data: bytes, header: Header, scale: float) -> Decoded:
+    """Load at (at least) `scale` of the master's size and bring it into memory, upright and sRGB."""
+    options: dict[str, object] = {"access": "sequential", "fail_on": "truncated"}
+    if header.loader == "jpegload_buffer":
+        options["shrink"] = jpeg_shrink(scale)
+    elif header.loader == "webpload_buffer" and scale < 1.0:
+        options["scale"] = scale
+    try:
+        image = pyvips.Image.new_from_buffer(data, "", **options)
+        # Colour first: it streams, so the sequential read stays in order. Rotating needs random
+        # access, which the in-memory copy gives for free.
+        image = ops.to_srgb(image).copy_memory()
+        if image.get_typeof("orientation") and image.get("orientation") != 1:
+            image = ops.autorotate(image).copy_memory()
+    except pyvips.Error as exc:
+        raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
+    return Decoded(
+        image=image,
+        source_format=ALLOWED_LOADERS[header.loader],
+        width=header.width,
+        height=header.height,
+        scale=image.width / header.width,
+        pages=header.pages,
+    )
+
+
+def vips_message(exc: pyvips.Error) -> str:
+    detail = (exc.detail or "").strip().splitlines()
+    lines = [line.strip() for line in detail if line.strip()]
+    return "; ".join(dict.fromkeys(lines)) or exc.message

@@ -1,0 +1,113 @@
+"""Geometry as plain arithmetic: sizes, crops, shrink factors. No pixels, no pyvips.
+
+Everything here is computed before (or without) decoding, so it is testable alone and shared by
+every derivative of a master.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..spec.models import Resize
+
+# When a smaller size is made from an already-resized intermediate, the intermediate must hold
+# at least this many source pixels per output pixel; below it, resize from the working image.
+# tests/test_pyramid.py shows results made this way match a direct resize.
+PYRAMID_MIN_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class Box:
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one derivative is made from a source region of size (src_w, src_h).
+
+    Scale the region to `scaled`, then take `crop` out of it (None: keep all, "attention": smart
+    crop to `canvas`), then place it at `offset` on a `canvas`-sized background.
+    """
+
+    scaled: tuple[int, int]
+    crop: Box | None
+    smart_crop: bool
+    canvas: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def _at_least_one(value: float) -> int:
+    return max(1, int(round(value)))
+
+
+def fit_inside(src_w: int, src_h: int, width: int | None, height: int | None) -> tuple[int, int]:
+    """The largest size with the source's aspect inside width x height (either may be None).
+
+    The binding side is exact; the other is rounded and never exceeds its bound.
+    """
+    if width is not None and (height is None or width / src_w <= height / src_h):
+        h = _at_least_one(src_h * width / src_w)
+        return width, min(h, height) if height is not None else h
+    assert height is not None
+    w = _at_least_one(src_w * height / src_h)
+    return (min(w, width) if width is not None else w), height
+
+
+def gravity_offset(gravity: str, w: int, h: int, tw: int, th: int) -> tuple[int, int]:
+    """Top-left of a tw x th window inside w x h, placed by gravity."""
+    dx, dy = w - tw, h - th
+    x = {"west": 0, "east": dx}.get(gravity.split("-")[-1], dx // 2)
+    y = {"north": 0, "south": dy}.get(gravity.split("-")[0], dy // 2)
+    return x, y
+
+
+def layout(src_w: int, src_h: int, resize: Resize) -> Layout:
+    """Plan one derivative from a source region; the single place each fit mode is defined."""
+    W, H = resize.width, resize.height
+    if resize.fit == "fill":
+        assert W is not None and H is not None
+        scale = max(W / src_w, H / src_h)
+        scaled = (max(W, math.ceil(src_w * scale - 1e-9)), max(H, math.ceil(src_h * scale - 1e-9)))
+        smart = resize.gravity == "attention"
+        crop = None
+        if not smart and scaled != (W, H):
+            x, y = gravity_offset(resize.gravity, scaled[0], scaled[1], W, H)
+            crop = Box(x, y, W, H)
+        return Layout(scaled, crop, smart and scaled != (W, H), (W, H), (0, 0))
+    if resize.fit == "pad":
+        assert W is not None and H is not None
+        ratio = resize.fill_ratio or 1.0
+        inner = fit_inside(src_w, src_h, _at_least_one(W * ratio), _at_least_one(H * ratio))
+        offset = ((W - inner[0]) // 2, (H - inner[1]) // 2)
+        return Layout(inner, None, False, (W, H), offset)
+    if resize.fit == "limit":
+        box_w = min(W, src_w) if W is not None else None
+        box_h = min(H, src_h) if H is not None else None
+        size = fit_inside(src_w, src_h, box_w, box_h)
+        return Layout(size, None, False, size, (0, 0))
+    size = fit_inside(src_w, src_h, W, H)  # fit
+    return Layout(size, None, False, size, (0, 0))
+
+
+def needed_scale(src_w: int, src_h: int, resize: Resize, trims: bool) -> float:
+    """The scale of the whole master a derivative needs, so decode can shrink on load.
+
+    A trimmed derivative needs full resolution: the product's box is unknown until the pixels
+    are seen, and it may be much smaller than the frame.
+    """
+    if trims:
+        return 1.0
+    plan = layout(src_w, src_h, resize)
+    return min(1.0, max(plan.scaled[0] / src_w, plan.scaled[1] / src_h))
+
+
+def jpeg_shrink(scale: float) -> int:
+    """The largest JPEG shrink-on-load factor (1, 2, 4, 8) that still leaves `scale` reachable."""
+    shrink = 1
+    while shrink < 8 and scale * shrink * 2 <= 1.0:
+        shrink *= 2
+    return shrink

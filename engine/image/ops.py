@@ -1,0 +1,164 @@
+"""The image steps, each a small function from image to image (imgproxy's pipeline is the model).
+
+The order they run in is visible in one place: decode.py for the once-per-master steps
+(orient, colour, shrink-on-load) and render.py for the per-derivative steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyvips
+
+from .geometry import Box
+
+SRGB_BANDS = 3
+
+
+def autorotate(image: pyvips.Image) -> pyvips.Image:
+    """Apply the EXIF orientation to the pixels and drop the tag, so outputs are upright."""
+    return image.autorot()
+
+
+def to_srgb(image: pyvips.Image) -> pyvips.Image:
+    """8-bit sRGB (plus alpha if present), from whatever came in.
+
+    An embedded ICC profile is honoured (CMYK, Adobe RGB, P3, grey...); CMYK without a profile
+    goes through libvips' built-in CMYK profile; 16-bit, greyscale, Lab and the rest go through
+    libvips' colourspace conversion. Alpha is kept, scaled to 8 bits.
+    """
+    interpretation = image.interpretation
+    has_profile = image.get_typeof("icc-profile-data") != 0
+    alpha = None
+    if image.hasalpha():
+        alpha = image[image.bands - 1]
+        image = image[: image.bands - 1] if image.bands > 2 else image[0]
+        if alpha.format != "uchar":
+            alpha = (alpha * (255.0 / _max_value(alpha))).cast("uchar")
+    if has_profile:
+        try:
+            image = image.icc_transform("srgb", embedded=True, intent="perceptual", depth=8)
+        except pyvips.Error:
+            has_profile = False  # a broken profile: fall back to the colourspace route
+    if not has_profile:
+        if interpretation == "cmyk" or (image.bands == 4 and image.interpretation == "cmyk"):
+            image = image.icc_transform("srgb", input_profile="cmyk", intent="perceptual", depth=8)
+        else:
+            if image.interpretation == "multiband" or image.interpretation not in _KNOWN_SPACES:
+                image = _guess_interpretation(image)
+            image = image.colourspace("srgb")
+    if image.bands == 1:
+        image = image.colourspace("srgb") if image.interpretation != "srgb" else image.bandjoin(
+            [image, image]
+        )
+    if image.bands > SRGB_BANDS:
+        image = image[:SRGB_BANDS]
+    if image.format != "uchar":
+        image = image.cast("uchar") if image.format in ("char", "uchar") else _to_uchar(image)
+    image = image.copy(interpretation="srgb")
+    if alpha is not None:
+        image = image.bandjoin(alpha)
+    return image
+
+
+_KNOWN_SPACES = frozenset(
+    {"srgb", "rgb", "rgb16", "b-w", "grey16", "lab", "labq", "labs", "lch", "cmc", "xyz", "yxy",
+     "scrgb", "hsv", "cmyk"}
+)
+
+
+def _max_value(image: pyvips.Image) -> float:
+    return {"uchar": 255.0, "char": 127.0, "ushort": 65535.0, "short": 32767.0}.get(
+        image.format, 1.0 if image.format in ("float", "double") else 65535.0
+    )
+
+
+def _to_uchar(image: pyvips.Image) -> pyvips.Image:
+    peak = _max_value(image)
+    return (image * (255.0 / peak)).cast("uchar") if peak != 255.0 else image.cast("uchar")
+
+
+def _guess_interpretation(image: pyvips.Image) -> pyvips.Image:
+    wide = image.format in ("ushort", "short")
+    if image.bands < 3:
+        return image.copy(interpretation="grey16" if wide else "b-w")
+    return image.copy(interpretation="rgb16" if wide else "srgb")
+
+
+def flatten(image: pyvips.Image, background: tuple[int, int, int]) -> pyvips.Image:
+    """Composite alpha onto a solid background (for formats without alpha, and for trimming)."""
+    if not image.hasalpha():
+        return image
+    return image.flatten(background=list(background)).cast("uchar").copy(interpretation="srgb")
+
+
+TRIM_DETECT_SIZE = 1024
+
+
+def trim_box(image: pyvips.Image, threshold: float) -> Box | None:
+    """The box of the content inside a near-uniform border, or None where there is none.
+
+    With alpha, the border is what is transparent; otherwise the background is the median of the
+    four corners (robust to one corner touched by the product or a shadow). The search runs on a
+    box-filtered copy at most TRIM_DETECT_SIZE on its long side, which also smooths away JPEG
+    noise; a row or column counts as content when more than one of its pixels differs from the
+    background by over `threshold`. The box is widened by one reduced pixel on each side so it
+    never cuts into the content.
+    """
+    factor = max(1, -(-max(image.width, image.height) // TRIM_DETECT_SIZE))
+    small = image.shrink(factor, factor) if factor > 1 else image
+    if small.hasalpha():
+        mask = small[small.bands - 1] > threshold
+    else:
+        w, h = small.width - 1, small.height - 1
+        corners = [small.getpoint(x, y) for x, y in ((0, 0), (w, 0), (0, h), (w, h))]
+        background = [sum(sorted(c[b] for c in corners)[1:3]) / 2 for b in range(small.bands)]
+        mask = ((small - background).abs() > threshold).bandor()
+    columns, rows = mask.project()
+    xs = np.flatnonzero(columns.numpy().reshape(-1) > 255)  # a set mask pixel is 255
+    ys = np.flatnonzero(rows.numpy().reshape(-1) > 255)
+    if xs.size == 0 or ys.size == 0:
+        return None
+    x0, y0 = max(0, (int(xs[0]) - 1) * factor), max(0, (int(ys[0]) - 1) * factor)
+    x1 = min(image.width, (int(xs[-1]) + 2) * factor)
+    y1 = min(image.height, (int(ys[-1]) + 2) * factor)
+    if (x1 - x0, y1 - y0) == (image.width, image.height):
+        return None
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def resize_exact(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
+    """Lanczos resize to exactly width x height, premultiplying alpha so edges do not halo."""
+    if (image.width, image.height) == (width, height):
+        return image
+    hscale, vscale = width / image.width, height / image.height
+    if image.hasalpha():
+        out = image.premultiply().resize(hscale, vscale=vscale, kernel="lanczos3")
+        out = out.unpremultiply()
+    else:
+        out = image.resize(hscale, vscale=vscale, kernel="lanczos3")
+    if (out.width, out.height) != (width, height):  # float rounding: settle the last pixel
+        out = out.gravity("centre", width, height, extend="copy")
+    return out.cast("uchar").copy(interpretation="srgb")
+
+
+def crop(image: pyvips.Image, box: Box) -> pyvips.Image:
+    return image.crop(box.left, box.top, box.width, box.height)
+
+
+def smart_crop(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
+    """Crop to width x height keeping the most 'interesting' part (libvips attention strategy)."""
+    return image.smartcrop(width, height, interesting="attention")
+
+
+def pad(
+    image: pyvips.Image,
+    canvas: tuple[int, int],
+    offset: tuple[int, int],
+    background: tuple[int, int, int],
+) -> pyvips.Image:
+    """Place the image on a canvas of the background colour (transparent where alpha is kept)."""
+    if (image.width, image.height) == canvas:
+        return image
+    fill = list(background) + ([0] if image.hasalpha() else [])
+    return image.embed(offset[0], offset[1], canvas[0], canvas[1], extend="background",
+                       background=fill)

@@ -1,0 +1,113 @@
+"""One master, end to end: read, hash, decode once, render every recipe, write, describe.
+
+This is the unit of scheduling (schedule.py runs one call per master) and knows nothing of
+Dask. It never raises for a bad master: every problem becomes `failed` rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+
+from .errors import MasterError
+from .plan import Derivative, MasterPlan
+from .spec.models import ImagePreset, Preset
+from .store import resolve_inside, write_atomic
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    out: str
+    run_id: str
+    max_pixels: int
+
+
+def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> dict:
+    m = mp.master
+    return {
+        "run_id": run_id, "master_id": m.id, "master_path": m.path, "master_sha256": sha,
+        "master_kind": m.kind, "product": m.product, "position": m.position, "role": m.role,
+    }
+
+
+def _failed(base: dict, d: Derivative | None, error: str) -> dict:
+    row = dict(base, status="failed", error=error)
+    if d is not None:
+        row.update(channel=d.channel, output=d.output, preset=d.preset,
+                   recipe_hash=d.recipe_hash, format=d.format)
+    return row
+
+
+def _read(path: str) -> bytes:
+    try:
+        with fsspec.open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise MasterError("file not found") from None
+    except IsADirectoryError:
+        raise MasterError("is a folder, not a file") from None
+    except OSError as exc:
+        raise MasterError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[dict]:
+    """Every manifest row for one master. Failures are rows, never exceptions."""
+    master = mp.master
+    base = _base_row(mp, settings.run_id, None)
+
+    def fail_all(error: str) -> list[dict]:
+        message = f"{master.path}: {error}"
+        if not mp.derivatives:
+            return [_failed(base, None, message)]
+        return [_failed(base, d, message) for d in mp.derivatives]
+
+    if master.errors:
+        return fail_all(master.error or "")
+    try:
+        data = _read(master.path)
+    except MasterError as exc:
+        return fail_all(str(exc))
+    base["master_sha256"] = hashlib.sha256(data).hexdigest()
+    if master.kind == "video":
+        return fail_all("video masters are not supported yet (no video pipeline in this version)")
+    if not mp.derivatives:
+        return []
+
+    recipes = mp.recipes()
+    image_presets: dict[str, ImagePreset] = {h: presets[name] for h, name in recipes.items()}
+    from .image.render import render_all  # pyvips stays out of processes that only plan
+
+    try:
+        results, decode_ms = render_all(data, image_presets, settings.max_pixels)
+    except MasterError as exc:
+        return fail_all(str(exc))
+
+    out = Path(settings.out)
+    digests: dict[str, str] = {}
+    rows = []
+    for d in mp.derivatives:
+        if d.error is not None:
+            rows.append(_failed(base, d, d.error))
+            continue
+        result = results[d.recipe_hash]
+        if isinstance(result, MasterError):
+            rows.append(_failed(base, d, f"{master.path}: {result}"))
+            continue
+        try:
+            assert d.path is not None
+            write_atomic(resolve_inside(out, d.path), result.data)
+        except (OSError, ValueError) as exc:
+            rows.append(_failed(base, d, f"cannot write {d.path}: {exc}"))
+            continue
+        rows.append(dict(
+            base, channel=d.channel, output=d.output, preset=d.preset, path=d.path,
+            status="ok", error=None, format=result.format, width=result.width,
+            height=result.height, bytes=len(result.data),
+            sha256=digests.setdefault(d.recipe_hash, hashlib.sha256(result.data).hexdigest()),
+            quality=result.quality,
+            recipe_hash=d.recipe_hash, render_ms=result.render_ms, decode_ms=decode_ms,
+        ))
+    return rows
