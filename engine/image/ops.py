@@ -36,12 +36,12 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
             alpha = (alpha * (255.0 / _max_value(alpha))).cast("uchar")
     if has_profile:
         try:
-            image = image.icc_transform("srgb", embedded=True, intent="perceptual", depth=8)
+            image = image.icc_transform("srgb", embedded=True, depth=8)
         except pyvips.Error:
             has_profile = False  # a broken profile: fall back to the colourspace route
     if not has_profile:
         if interpretation == "cmyk" or (image.bands == 4 and image.interpretation == "cmyk"):
-            image = image.icc_transform("srgb", input_profile="cmyk", intent="perceptual", depth=8)
+            image = image.icc_transform("srgb", input_profile="cmyk", depth=8)
         else:
             if image.interpretation == "multiband" or image.interpretation not in _KNOWN_SPACES:
                 image = _guess_interpretation(image)

@@ -1,0 +1,38 @@
+"""Checks a person would make on an output: decode it and look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyvips
+
+LOADERS = {"jpeg": "jpegload", "webp": "webpload", "avif": "heifload", "png": "pngload"}
+
+
+def load(path: Path | str) -> pyvips.Image:
+    return pyvips.Image.new_from_file(str(path), fail_on="warning")
+
+
+def pixels(image: pyvips.Image) -> np.ndarray:
+    return image.numpy().reshape(image.height, image.width, image.bands)
+
+
+def mean_colour(image: pyvips.Image, x: float, y: float, size: int = 6) -> np.ndarray:
+    """Average colour of a small patch centred at (x, y) given as fractions of the size."""
+    px, py = int(x * image.width), int(y * image.height)
+    half = size // 2
+    patch = image.crop(max(0, px - half), max(0, py - half), size, size)
+    return pixels(patch)[..., :3].reshape(-1, 3).mean(axis=0)
+
+
+def distance(a, b) -> float:  # noqa: ANN001
+    return float(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).max())
+
+
+def content_box(image: pyvips.Image, threshold: int = 24) -> tuple[int, int, int, int]:
+    """Bounding box (x0, y0, x1, y1) of pixels that differ from white by more than threshold."""
+    rgb = pixels(image.flatten(background=[255, 255, 255]) if image.hasalpha() else image)
+    mask = (255 - rgb[..., :3].astype(int)).max(axis=2) > threshold
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1

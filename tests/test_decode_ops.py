@@ -1,0 +1,177 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import problem_images as P
+from engine.errors import MasterError
+from engine.image import decode as dec
+from engine.image import ops
+from engine.image.encode import encode
+from engine.image.render import MasterRenderer, Pyramid, render_all
+from engine.spec.models import ImagePreset, Resize
+from helpers import distance, load, mean_colour
+
+WHITE = (255, 255, 255)
+
+
+def decoded(path: Path, scale: float = 1.0) -> dec.Decoded:
+    data = path.read_bytes()
+    return dec.decode(data, dec.probe(data), scale)
+
+
+def assert_upright_scene(image, tolerance: float = 40) -> None:
+    """Red block top-left, blue bottom-right, white frame: the scene as drawn."""
+    assert image.width > image.height, "landscape scene came out portrait"
+    assert distance(mean_colour(image, 0.25, 0.25), P.RED) < tolerance
+    assert distance(mean_colour(image, 0.75, 0.75), P.BLUE) < tolerance
+    assert distance(mean_colour(image, 0.75, 0.25), P.BLUE) < tolerance
+    assert distance(mean_colour(image, 0.02, 0.5), WHITE) < tolerance
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(tmp_path, orientation):
+    d = decoded(P.write_oriented(tmp_path, orientation))
+    assert (d.image.width, d.image.height) == (480, 320) == (d.width, d.height)
+    assert_upright_scene(d.image)
+    assert not d.image.get_typeof("orientation") or d.image.get("orientation") == 1
+
+
+@pytest.mark.parametrize("writer", [P.write_16bit, P.write_lab_tiff], ids=["16-bit", "lab"])
+def test_colour_spaces_become_8bit_srgb_with_the_right_colours(tmp_path, writer):
+    image = decoded(writer(tmp_path)).image
+    assert (image.bands, image.format, image.interpretation) == (3, "uchar", "srgb")
+    assert_upright_scene(image, tolerance=8)
+
+
+@pytest.mark.parametrize("with_profile", [True, False], ids=["profile", "no-profile"])
+def test_cmyk_with_or_without_profile_becomes_srgb(tmp_path, with_profile):
+    """Pure blue is outside the CMYK gamut: expect what a colour-managed viewer shows."""
+    image = decoded(P.write_cmyk(tmp_path, with_profile)).image
+    assert (image.bands, image.format, image.interpretation) == (3, "uchar", "srgb")
+    viewer = P.scene().icc_transform("cmyk").icc_transform("srgb", input_profile="cmyk")
+    for x, y in ((0.25, 0.25), (0.75, 0.75), (0.02, 0.5)):
+        assert distance(mean_colour(image, x, y), mean_colour(viewer, x, y)) < 10
+    assert mean_colour(image, 0.25, 0.25)[0] > 150  # the red block is still red, top-left
+
+
+def test_greyscale_becomes_three_equal_bands(tmp_path):
+    image = decoded(P.write_grey(tmp_path)).image
+    assert (image.bands, image.format) == (3, "uchar")
+    r, g, b = mean_colour(image, 0.25, 0.25)
+    assert abs(r - g) < 2 and abs(g - b) < 2
+
+
+def test_alpha_is_kept_at_decode_and_flattened_on_request(tmp_path):
+    image = decoded(P.write_alpha(tmp_path)).image
+    assert image.bands == 4 and image.hasalpha()
+    flat = ops.flatten(image, (10, 200, 10))
+    assert flat.bands == 3
+    assert distance(mean_colour(flat, 0.02, 0.5), (10, 200, 10)) < 3
+
+
+@pytest.mark.parametrize("suffix", ["gif", "webp"])
+def test_animated_masters_use_their_first_frame(tmp_path, suffix):
+    d = decoded(P.write_animated(tmp_path, suffix))
+    assert (d.image.width, d.image.height) == (480, 320)
+    assert d.pages == 3
+    assert_upright_scene(d.image, tolerance=60)
+
+
+@pytest.mark.parametrize("writer, message", [
+    (P.write_truncated, "cannot decode"),
+    (P.write_corrupt, "not a supported image|cannot decode"),
+    (P.write_huge_header, "over the limit"),
+])
+def test_broken_and_oversized_masters_fail_with_a_reason(tmp_path, writer, message):
+    data = writer(tmp_path).read_bytes()
+    with pytest.raises(MasterError, match=message):
+        render_all(data, {"x": ImagePreset(resize=Resize(width=100), format="jpeg")})
+
+
+def test_empty_svg_and_text_are_refused_before_decoding():
+    with pytest.raises(MasterError, match="empty file"):
+        dec.probe(b"")
+    with pytest.raises(MasterError, match="not a supported image"):
+        dec.probe(b"plain text")
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
+    with pytest.raises(MasterError):
+        dec.probe(svg)
+
+
+def test_shrink_on_load_decodes_no_more_than_needed(tmp_path):
+    path = tmp_path / "big.jpg"
+    P.scene(2400, 1600).jpegsave(str(path))
+    d = decoded(path, scale=0.2)
+    assert (d.image.width, d.image.height) == (600, 400)  # JPEG shrink 4
+    assert d.scale == 0.25
+
+
+def test_trim_finds_the_product_inside_a_uniform_border():
+    image = P.scene(1000, 600)
+    box = ops.trim_box(image, threshold=10)
+    assert box is not None
+    # the scene's content starts at 8% and ends at 92%; the box may be a pixel or two wider
+    assert 74 <= box.left <= 80 and 42 <= box.top <= 48
+    assert 920 <= box.left + box.width <= 926 and 552 <= box.top + box.height <= 558
+    assert ops.trim_box(P.scene(1000, 600).crop(100, 100, 200, 200), 10) is None
+
+
+def test_pyramid_result_matches_a_direct_resize():
+    """Smaller sizes made from a >= 2x intermediate are indistinguishable from a direct resize."""
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 255, (300, 450, 3), dtype=np.uint8)
+    import pyvips
+
+    base = pyvips.Image.new_from_array(noise, interpretation="srgb").resize(4).copy_memory()
+    base = (base.gaussblur(2) + P.scene(1800, 1200)).cast("uchar") // 2
+    base = base.copy(interpretation="srgb").copy_memory()
+    pyramid = Pyramid(base)
+    pyramid.scaled(None, 900, 600)
+    via_level = pyramid.scaled(None, 320, 213)
+    assert len(pyramid.levels) == 3  # the 900 level served the 320
+    direct = ops.resize_exact(base, 320, 213)
+    diff = (via_level.cast("float") - direct.cast("float")).abs()
+    assert diff.avg() < 1.5 and diff.max() < 40
+
+
+def test_max_bytes_finds_the_highest_quality_that_fits():
+    import pyvips
+
+    image = (pyvips.Image.gaussnoise(1200, 800, sigma=40, mean=128)).cast("uchar")
+    image = image.bandjoin([image, image]).copy(interpretation="srgb")
+    def size_at(q: int) -> int:
+        return len(encode(image, ImagePreset(resize=Resize(width=1200), format="jpeg",
+                                             quality=q))[0])
+
+    budget = (size_at(90) + size_at(40)) // 2
+    preset = ImagePreset(resize=Resize(width=1200), format="jpeg", quality=90, max_bytes=budget)
+    data, quality = encode(image, preset)
+    assert len(data) <= budget and 40 < quality < 90
+    assert size_at(quality + 1) > budget
+    impossible = ImagePreset(resize=Resize(width=1200), format="jpeg", max_bytes=2_000)
+    with pytest.raises(MasterError, match="cannot fit 2000 bytes"):
+        encode(image, impossible)
+
+
+def test_renderer_pads_cutouts_transparent_or_white_by_format(tmp_path):
+    d = decoded(P.write_alpha(tmp_path))
+    renderer = MasterRenderer(d)
+    pad = Resize(width=600, height=600, fit="pad", fill_ratio=0.8)
+    png = renderer.render(ImagePreset(resize=pad, format="png"))
+    jpg = renderer.render(ImagePreset(resize=pad, format="jpeg", trim={"threshold": 10}))
+    png_img, jpg_img = load_bytes(png.data), load_bytes(jpg.data)
+    assert png_img.bands == 4 and png_img.getpoint(2, 2)[3] == 0
+    assert jpg_img.bands == 3 and distance(jpg_img.getpoint(2, 2), WHITE) <= 1
+
+
+def load_bytes(data: bytes):
+    import pyvips
+
+    return pyvips.Image.new_from_buffer(data, "")
+
+
+def test_helpers_load_is_strict(tmp_path):
+    path = P.write_truncated(tmp_path)
+    with pytest.raises(Exception):
+        load(path).avg()
