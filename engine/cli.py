@@ -205,3 +205,7 @@ def demo(out, workers) -> None:  # noqa: ANN001
     listing = demo_catalog.build(out)
     sys.exit(_render(str(listing), out / "out", (), None, "threads", workers,
                      api.DEFAULT_MAX_PIXELS, console.is_terminal))
+
+
+if __name__ == "__main__":
+    main()

@@ -92,7 +92,7 @@ def _run_distributed(
 ) -> list[dict]:
     from distributed import Client, as_completed
 
-    with Client(address, set_as_default=False) as client:
+    with Client(address) as client:
         # A cluster's workers run one task per thread, sized to their own cores: one libvips
         # thread per task keeps workers x threads at the cores there too.
         futures = [

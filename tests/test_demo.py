@@ -1,0 +1,26 @@
+"""`fanout demo`: the README's first command, checked the way a user would check it."""
+
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.manifest import read
+from helpers import load, mean_colour
+
+
+def test_demo_renders_every_builtin_channel(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for name in ("instagram", "amazon", "email", "mobile", "web", "manifest"):
+        assert name in result.output
+    rows = read(tmp_path / "out").to_pylist()
+    assert rows and all(r["status"] == "ok" for r in rows)
+    assert {r["channel"] for r in rows} == {"instagram", "amazon", "email", "mobile", "web"}
+    assert {r["role"] for r in rows} == {"product", "editorial"}
+    # the phone photo is stored sideways with EXIF orientation 6: its outputs are portrait
+    mug = load(tmp_path / "out" / "email" / "mug-purple" / "w600.jpg")
+    assert mug.height > mug.width
+    # the CMYK master comes out sRGB and still yellow
+    lamp = load(tmp_path / "out" / "amazon" / "LAMP-YELLOW.MAIN.jpg")
+    assert lamp.interpretation == "srgb" and lamp.bands == 3
+    r, g, b = mean_colour(lamp, 0.5, 0.4, size=40)
+    assert r > 170 and g > 120 and b < 90, (r, g, b)
