@@ -82,6 +82,10 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
         raise MasterError(
             f"image format not supported ({loader.removesuffix('_buffer').removesuffix('load')})"
         )
+    if loader == "heifload_buffer" and image.get_typeof("heif-compression"):
+        compression = image.get("heif-compression")
+        if compression != "av1":  # this libvips build decodes AVIF only: no HEVC, no JPEG-in-HEIF
+            raise MasterError(f"image format not supported (HEIF with {compression} compression)")
     width, height = _oriented(image)
     pages = image.get("n-pages") if image.get_typeof("n-pages") else 1
     if width * height > max_pixels:
