@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import manifest
+from . import manifest, store
 from .catalog import load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .image.decode import DEFAULT_MAX_PIXELS  # noqa: F401 (re-exported for the CLI)
@@ -43,6 +43,7 @@ def plan(
 class ChannelSummary:
     derivatives: int = 0
     ok: int = 0
+    skipped: int = 0
     failed: int = 0
     bytes: int = 0
     seconds: float = 0.0  # summed render time of this channel's derivatives
@@ -53,13 +54,19 @@ class RunResult:
     run_id: str
     out: Path
     manifest_path: Path
-    rows: list[dict]
+    rows: list[dict]  # this run's rows (rows of channels not selected are carried, not listed)
     wall_s: float
+    removed: list[dict] = field(default_factory=list)  # stale rows whose files were deleted
+    kept_stale: int = 0
     channels: dict[str, ChannelSummary] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[dict]:
         return [r for r in self.rows if r["status"] == "failed"]
+
+    @property
+    def skipped(self) -> int:
+        return sum(r["status"] == "skipped" for r in self.rows)
 
     @property
     def exit_code(self) -> int:
@@ -74,10 +81,37 @@ def _summarise(rows: list[dict]) -> dict[str, ChannelSummary]:
         if row["status"] == "failed":
             s.failed += 1
         else:
-            s.ok += 1
+            s.ok += row["status"] == "ok"
+            s.skipped += row["status"] == "skipped"
             s.bytes += row.get("bytes") or 0
             s.seconds += (row.get("render_ms") or 0.0) / 1000
     return dict(sorted(out.items()))
+
+
+def _key(row: dict) -> tuple:
+    return (row["master_id"], row.get("channel"), row.get("output"))
+
+
+def _settle(
+    previous: list[dict], rows: list[dict], channels: set[str], keep_stale: bool
+) -> tuple[list[dict], list[dict], list[str]]:
+    """The manifest after this run, the stale rows, and the files no row claims any more.
+
+    Rows of channels this run did not render are carried unchanged. A previous row of a rendered
+    channel that this run did not produce is stale (its master left the catalog, or its output
+    left the channel): dropped with its file, or carried with --keep-stale.
+    """
+    current = {_key(r) for r in rows}
+    # A row without a channel is a master-level failure: every run states it afresh.
+    carried = [r for r in previous if r["channel"] is not None and r["channel"] not in channels]
+    stale = [r for r in previous if r["channel"] in channels and _key(r) not in current]
+    final = carried + (stale if keep_stale else []) + rows
+    orphans = sorted({r["path"] for r in previous if r["path"]} - _claimed(final))
+    return final, stale, orphans
+
+
+def _claimed(rows: list[dict]) -> set[str]:
+    return {r["path"] for r in rows if r["status"] != "failed" and r["path"]}
 
 
 def render(
@@ -88,13 +122,16 @@ def render(
     scheduler: str = "threads",
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    force: bool = False,
+    keep_stale: bool = False,
     on_planned: Callable[[Plan], None] | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Render every derivative; write the files and OUT/manifest.parquet.
+    """Render what changed since the last run into OUT; write the files, the manifest and the
+    run's history.
 
-    Raises ConfigError (nothing rendered) for bad configuration or usage; a bad master never
-    raises, it becomes `failed` rows.
+    Raises ConfigError (nothing rendered) for bad configuration or usage, or when another run
+    holds OUT; a bad master never raises, it becomes `failed` rows.
     """
     start = time.perf_counter()
     if max_pixels < 1:
@@ -102,18 +139,81 @@ def render(
     out_path = Path(out).resolve()
     if out_path.exists() and not out_path.is_dir():
         raise ConfigError(f"{out_path}: --out must be a folder; found a file")
-    the_plan = plan(catalog, channels, config_dir, exclude=out_path)
+    config = load_config(config_dir)
+    selected = {c.name for c in config.select(channels)}
+    the_plan = plan(catalog, channels, exclude=out_path, config=config)
     if on_planned is not None:
         on_planned(the_plan)
-    out_path.mkdir(parents=True, exist_ok=True)
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    settings = JobSettings(out=str(out_path), run_id=run_id, max_pixels=max_pixels)
 
     from . import schedule  # Dask is imported only by runs that render
 
-    rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers, on_done)
-    manifest_path = manifest.write(out_path, rows)
+    with store.exclusive(out_path):
+        store.sweep_temporaries(out_path)
+        previous = manifest.read_rows(out_path / manifest.MANIFEST_NAME)
+        if previous:  # files a killed run wrote but never recorded: OUT must match its manifest
+            on_disk = store.files_under(out_path, sorted(config.channels))
+            store.remove_files(out_path, sorted(on_disk - _claimed(previous)))
+        if not force:
+            by_master: dict[str, dict] = {}
+            for row in previous:
+                if row["channel"] in selected:
+                    by_master.setdefault(row["master_id"], {})[(row["channel"], row["output"])] = row
+            for mp in the_plan.masters:
+                mp.previous = by_master.get(mp.master.id, {})
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+        settings = JobSettings(out=str(out_path), run_id=run_id, max_pixels=max_pixels)
+        rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
+                            on_done)
+        final, stale, orphans = _settle(previous, rows, selected, keep_stale)
+        removed = [] if keep_stale else [dict(r, run_id=run_id, status="removed") for r in stale]
+        manifest.write_history(out_path, run_id, rows + removed)
+        manifest_path = manifest.write(out_path, final)
+        store.remove_files(out_path, orphans)  # after the manifest; a crash in between leaves
+        # unrecorded files, which the next run's sweep above removes
     return RunResult(
         run_id=run_id, out=out_path, manifest_path=manifest_path, rows=rows,
-        wall_s=time.perf_counter() - start, channels=_summarise(rows),
+        wall_s=time.perf_counter() - start, removed=[] if keep_stale else stale,
+        kept_stale=len(stale) if keep_stale else 0, channels=_summarise(rows),
+    )
+
+
+@dataclass
+class RunDiff:
+    older: str | None
+    newer: str
+    added: list[dict]
+    rerendered: list[dict]
+    removed: list[dict]
+    failed: list[dict]
+    unchanged: int
+
+
+def diff(out: str | Path, older: str | None = None, newer: str | None = None) -> RunDiff:
+    """Compare two runs' history (default: the latest against the one before it).
+
+    A history file holds what its run did: ok (rendered), skipped, failed, and the stale rows it
+    removed (status `removed`). A rendered derivative the older run did not have is `added`.
+    """
+    out_path = Path(out)
+    ids = [p.stem for p in manifest.runs(out_path)]
+    if not ids:
+        raise ConfigError(f"{out_path}: no runs recorded (no {manifest.RUNS_DIR}/ folder)")
+    for name, value in (("--to", newer), ("--from", older)):
+        if value is not None and value not in ids:
+            raise ConfigError(f"{name}: no run {value!r} in {out_path}; runs: {', '.join(ids)}")
+    newer = newer or ids[-1]
+    if older is None and ids.index(newer) > 0:
+        older = ids[ids.index(newer) - 1]
+    runs_dir = out_path / manifest.RUNS_DIR
+    before = {_key(r) for r in manifest.read_rows(runs_dir / f"{older}.parquet")
+              if r["status"] in ("ok", "skipped")} if older else set()
+    after = manifest.read_rows(runs_dir / f"{newer}.parquet")
+    rendered = [r for r in after if r["status"] == "ok"]
+    return RunDiff(
+        older=older, newer=newer,
+        added=[r for r in rendered if _key(r) not in before],
+        rerendered=[r for r in rendered if _key(r) in before],
+        removed=[r for r in after if r["status"] == "removed"],
+        failed=[r for r in after if r["status"] == "failed"],
+        unchanged=sum(r["status"] == "skipped" for r in after),
     )

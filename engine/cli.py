@@ -65,11 +65,12 @@ def _progress(enabled: bool):  # noqa: ANN202
 
 def _summary_table(result: api.RunResult) -> Table:
     table = Table(title=f"run {result.run_id}: {result.wall_s:.1f} s wall")
-    for column, justify in (("channel", "left"), ("derivatives", "right"), ("ok", "right"),
-                            ("failed", "right"), ("bytes", "right"), ("seconds", "right")):
+    for column, justify in (("channel", "left"), ("derivatives", "right"), ("rendered", "right"),
+                            ("skipped", "right"), ("failed", "right"), ("bytes", "right"),
+                            ("seconds", "right")):
         table.add_column(column, justify=justify)
     for name, s in result.channels.items():
-        table.add_row(name, str(s.derivatives), str(s.ok), str(s.failed),
+        table.add_row(name, str(s.derivatives), str(s.ok), str(s.skipped), str(s.failed),
                       f"{s.bytes:,}", f"{s.seconds:.2f}")
     return table
 
@@ -78,6 +79,11 @@ def _report(result: api.RunResult) -> None:
     out_console.print(_summary_table(result))
     out_console.print(f"files:    {result.out}")
     out_console.print(f"manifest: {result.manifest_path}")
+    if result.removed:
+        out_console.print(f"removed {len(result.removed)} stale derivative(s) "
+                          "(master left the catalog or output left its channel)")
+    if result.kept_stale:
+        out_console.print(f"kept {result.kept_stale} stale derivative(s) (--keep-stale)")
     failed = result.failed
     if failed:
         console.print(f"[bold red]{len(failed)} derivative(s) failed:[/]")
@@ -90,13 +96,9 @@ def _report(result: api.RunResult) -> None:
                               soft_wrap=True)
 
 
-def _render(catalog: str, out: Path, channels, config_dir, scheduler, workers,  # noqa: ANN001
-            max_pixels: int, progress: bool) -> int:
+def _render(catalog: str, out: Path, progress: bool, **options) -> int:  # noqa: ANN003
     with _progress(progress) as (planned, done):
-        result = api.render(
-            catalog, out, channels=channels, config_dir=config_dir, scheduler=scheduler,
-            workers=workers, max_pixels=max_pixels, on_planned=planned, on_done=done,
-        )
+        result = api.render(catalog, out, on_planned=planned, on_done=done, **options)
     _report(result)
     return result.exit_code
 
@@ -111,14 +113,21 @@ def _render(catalog: str, out: Path, channels, config_dir, scheduler, workers,  
 @click.option("--workers", type=int, help="Masters rendered at once (default: one per core).")
 @click.option("--max-pixels", type=int, default=api.DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse masters with more pixels than this.")
+@click.option("--force", is_flag=True, help="Render everything, even what did not change.")
+@click.option("--keep-stale", is_flag=True,
+              help="Keep files and rows of masters or outputs that are gone from the catalog or "
+                   "channel (default: remove them).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
-def render(catalog, out, channels, config_dir, scheduler, workers, max_pixels,  # noqa: ANN001
-           progress) -> None:  # noqa: ANN001
-    """Render CATALOG (a folder, or a .csv/.parquet listing) into OUT."""
+def render(catalog, out, progress, **options) -> None:  # noqa: ANN001, ANN003
+    """Render CATALOG (a folder, or a .csv/.parquet listing) into OUT.
+
+    Reruns render only what changed: a master's bytes, a recipe (preset or engine), or an output
+    that is missing or altered on disk. Everything else is recorded `skipped`.
+    """
     if progress is None:
         progress = console.is_terminal
-    sys.exit(_render(catalog, out, channels, config_dir, scheduler, workers, max_pixels, progress))
+    sys.exit(_render(catalog, out, progress, **options))
 
 
 @main.command()
@@ -203,8 +212,26 @@ def demo(out, workers) -> None:  # noqa: ANN001
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"building the demo catalog in {out / 'masters'} ...")
     listing = demo_catalog.build(out)
-    sys.exit(_render(str(listing), out / "out", (), None, "threads", workers,
-                     api.DEFAULT_MAX_PIXELS, console.is_terminal))
+    sys.exit(_render(str(listing), out / "out", console.is_terminal, workers=workers))
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--from", "older", metavar="RUN_ID", help="Earlier run (default: the one before --to).")
+@click.option("--to", "newer", metavar="RUN_ID", help="Later run (default: the latest).")
+def diff(out, older, newer) -> None:  # noqa: ANN001
+    """What changed between two runs into OUT: added, re-rendered, removed, failed."""
+    change = api.diff(out, older, newer)
+    out_console.print(f"{change.older or '(nothing)'} -> {change.newer}", style="bold",
+                      highlight=False)
+    for title, rows in (("added", change.added), ("re-rendered", change.rerendered),
+                        ("removed", change.removed), ("failed", change.failed)):
+        out_console.print(f"{title}: {len(rows)}", style="bold", highlight=False)
+        for row in rows:
+            detail = f"  ({row['error']})" if title == "failed" else ""
+            out_console.print(f"  {row['master_id']}  {row['channel']}/{row['output']}"
+                              f"{detail}", highlight=False, soft_wrap=True)
+    out_console.print(f"unchanged (skipped): {change.unchanged}", highlight=False)
 
 
 if __name__ == "__main__":

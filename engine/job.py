@@ -53,8 +53,34 @@ def _read(path: str) -> bytes:
         raise MasterError(f"cannot read: {exc.strerror or exc}") from None
 
 
+def _file_sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _unchanged(prev: dict | None, d: Derivative, master_sha: str, out: Path) -> bool:
+    """A previous output still stands: same master bytes, same recipe (preset and engine),
+    same place, and the file on disk is the one recorded."""
+    return (
+        prev is not None
+        and prev["status"] in ("ok", "skipped")
+        and prev["master_sha256"] == master_sha
+        and prev["recipe_hash"] == d.recipe_hash
+        and prev["path"] == d.path
+        and d.path is not None
+        and _file_sha256(out / d.path) == prev["sha256"]
+    )
+
+
 def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[dict]:
-    """Every manifest row for one master. Failures are rows, never exceptions."""
+    """Every manifest row for one master. Failures are rows, never exceptions.
+
+    Derivatives whose previous output still stands are recorded `skipped` with the previous
+    file facts; the master is decoded only if something is left to render.
+    """
     master = mp.master
     base = _base_row(mp, settings.run_id, None)
 
@@ -76,7 +102,18 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     if not mp.derivatives:
         return []
 
-    recipes = mp.recipes()
+    out = Path(settings.out)
+    sha = base["master_sha256"]
+    skipped = {
+        d: dict(mp.previous[(d.channel, d.output)], **base, status="skipped", error=None,
+                render_ms=0.0, decode_ms=None)
+        for d in mp.derivatives
+        if d.error is None and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, out)
+    }
+    todo = [d for d in mp.derivatives if d not in skipped]
+    recipes = {d.recipe_hash: d.preset for d in todo if d.error is None}
+    if not recipes:
+        return [skipped.get(d) or _failed(base, d, d.error or "") for d in mp.derivatives]
     image_presets: dict[str, ImagePreset] = {h: presets[name] for h, name in recipes.items()}
     from .image.render import render_all  # pyvips stays out of processes that only plan
 
@@ -85,10 +122,12 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     except MasterError as exc:
         return fail_all(str(exc))
 
-    out = Path(settings.out)
     digests: dict[str, str] = {}
     rows = []
     for d in mp.derivatives:
+        if d in skipped:
+            rows.append(skipped[d])
+            continue
         if d.error is not None:
             rows.append(_failed(base, d, d.error))
             continue

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from .store import write_atomic
 
 MANIFEST_NAME = "manifest.parquet"
+RUNS_DIR = "_runs"  # history: one file of rows per run
 
 SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -51,12 +52,32 @@ def to_table(rows: list[dict]) -> pa.Table:
 
 def write(out: Path, rows: list[dict]) -> Path:
     """Write OUT/manifest.parquet atomically."""
+    return _write_parquet(out / MANIFEST_NAME, rows)
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> Path:
     buffer = io.BytesIO()
     pq.write_table(to_table(rows), buffer, compression="zstd")
-    path = out / MANIFEST_NAME
     write_atomic(path, buffer.getvalue())
     return path
 
 
+def write_history(out: Path, run_id: str, rows: list[dict]) -> Path:
+    """OUT/_runs/<run_id>.parquet: this run's rows, kept for `fanout diff`."""
+    return _write_parquet(out / RUNS_DIR / f"{run_id}.parquet", rows)
+
+
 def read(out: Path) -> pa.Table:
     return pq.read_table(out / MANIFEST_NAME)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a manifest or history file; [] when there is none (a first run)."""
+    if not path.exists():
+        return []
+    return pq.read_table(path).to_pylist()
+
+
+def runs(out: Path) -> list[Path]:
+    """History files, oldest first (run ids start with a UTC timestamp)."""
+    return sorted((out / RUNS_DIR).glob("*.parquet"))

@@ -29,6 +29,8 @@ class Derivative:
 class MasterPlan:
     master: Master
     derivatives: list[Derivative] = field(default_factory=list)
+    # (channel, output) -> the row a previous run recorded; empty on a first or --force run
+    previous: dict[tuple[str, str], dict] = field(default_factory=dict)
 
     def recipes(self) -> dict[str, str]:
         """recipe hash -> preset name, for the derivatives that can render."""

@@ -26,6 +26,15 @@ CONTRACT = {
 }
 
 
+def output_files(out: Path) -> set[str]:
+    """Every file under OUT but the manifest, the run history and the writer's lock."""
+    return {
+        p.relative_to(out).as_posix() for p in out.rglob("*")
+        if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
+        and p.relative_to(out).parts[0] != "_runs"
+    }
+
+
 def run(*args: str):
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return result
@@ -106,10 +115,8 @@ def test_manifest_has_the_contract_columns_and_types(problem_run):
     assert all(r["sha256"] and r["recipe_hash"] and r["master_sha256"] for r in ok)
     assert all(r["quality"] is not None for r in ok if r["format"] != "png")
     assert all(r["duration_s"] is None and r["video_codec"] is None for r in rows)
-    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
-    assert leftovers == [], "no temporary files remain"
-    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert files == {r["path"] for r in ok} | {"manifest.parquet"}, "nothing unrecorded"
+    assert output_files(out) == {r["path"] for r in ok}, "nothing unrecorded, no temporaries"
+    assert (out / "_runs" / f"{rows[0]['run_id']}.parquet").is_file(), "the run's history"
 
 
 def test_email_outputs_stay_within_their_byte_budgets(problem_run):
