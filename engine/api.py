@@ -161,7 +161,8 @@ def render(
             for mp in the_plan.masters:
                 mp.previous = by_master.get(mp.master.id, {})
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-        settings = JobSettings(out=str(out_path), run_id=run_id, max_pixels=max_pixels)
+        settings = JobSettings(out=str(out_path), run_id=run_id, max_pixels=max_pixels,
+                               rules={c.name: c.rules for c in config.select(channels)})
         rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
                             on_done)
         final, stale, orphans = _settle(previous, rows, selected, keep_stale)
@@ -217,3 +218,25 @@ def diff(out: str | Path, older: str | None = None, newer: str | None = None) ->
         failed=[r for r in after if r["status"] == "failed"],
         unchanged=sum(r["status"] == "skipped" for r in after),
     )
+
+
+@dataclass
+class CheckResult:
+    checked: int
+    problems: list[tuple[str, str]]  # (path, what is wrong)
+
+
+def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
+    """Verify an output tree against its manifest and its channels' rules."""
+    from .image.check import check_tree
+
+    out_path = Path(out)
+    if not (out_path / manifest.MANIFEST_NAME).is_file():
+        raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
+    config = load_config(config_dir)
+    rows = manifest.read_rows(out_path / manifest.MANIFEST_NAME)
+    on_disk = store.files_under(out_path, sorted({r["channel"] for r in rows if r["channel"]}))
+    checked, problems = check_tree(out_path, rows, {n: c.rules for n, c in config.channels.items()})
+    problems += [(path, "unrecorded: no manifest row claims this file")
+                 for path in sorted(on_disk - _claimed(rows))]
+    return CheckResult(checked, problems)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import api
-from .errors import EXIT_CONFIG, ConfigError
+from .errors import EXIT_CONFIG, EXIT_FAILURES, ConfigError
 
 console = Console(stderr=True)
 out_console = Console()
@@ -232,6 +232,19 @@ def diff(out, older, newer) -> None:  # noqa: ANN001
             out_console.print(f"  {row['master_id']}  {row['channel']}/{row['output']}"
                               f"{detail}", highlight=False, soft_wrap=True)
     out_console.print(f"unchanged (skipped): {change.unchanged}", highlight=False)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@config_dir_option
+def check(out, config_dir) -> None:  # noqa: ANN001
+    """Verify OUT against its manifest and the channel rules; exit 1 on any violation."""
+    result = api.check(out, config_dir)
+    for path, problem in result.problems:
+        out_console.print(f"[red]{path}[/]: {problem}", highlight=False, soft_wrap=True)
+    bad = len({path for path, _ in result.problems})
+    out_console.print(f"{result.checked} files checked, {bad} with problems", highlight=False)
+    sys.exit(EXIT_FAILURES if result.problems else 0)
 
 
 if __name__ == "__main__":

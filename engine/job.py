@@ -7,14 +7,17 @@ Dask. It never raises for a bad master: every problem becomes `failed` rows.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
+import pyvips
 
 from .errors import MasterError
+from .image.render import Rendered, render_all
+from .image.rules import violations
 from .plan import Derivative, MasterPlan
-from .spec.models import ImagePreset, Preset
+from .spec.models import ImagePreset, Preset, Rules
 from .store import resolve_inside, write_atomic
 
 
@@ -23,6 +26,7 @@ class JobSettings:
     out: str
     run_id: str
     max_pixels: int
+    rules: dict[str, Rules] = field(default_factory=dict)  # channel -> its rules
 
 
 def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> dict:
@@ -75,6 +79,14 @@ def _unchanged(prev: dict | None, d: Derivative, master_sha: str, out: Path) -> 
     )
 
 
+def _broken_rules(rules: Rules | None, result: Rendered) -> list[str]:
+    """The channel's rules, checked on the encoded file before it is published."""
+    if rules is None:
+        return []
+    return violations(rules, result.format, result.width, result.height, len(result.data),
+                      lambda: pyvips.Image.new_from_buffer(result.data, ""))
+
+
 def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[dict]:
     """Every manifest row for one master. Failures are rows, never exceptions.
 
@@ -115,8 +127,6 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     if not recipes:
         return [skipped.get(d) or _failed(base, d, d.error or "") for d in mp.derivatives]
     image_presets: dict[str, ImagePreset] = {h: presets[name] for h, name in recipes.items()}
-    from .image.render import render_all  # pyvips stays out of processes that only plan
-
     try:
         results, decode_ms = render_all(data, image_presets, settings.max_pixels)
     except MasterError as exc:
@@ -134,6 +144,10 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
         result = results[d.recipe_hash]
         if isinstance(result, MasterError):
             rows.append(_failed(base, d, f"{master.path}: {result}"))
+            continue
+        broken = _broken_rules(settings.rules.get(d.channel), result)
+        if broken:
+            rows.append(_failed(base, d, f"breaks {d.channel} rules: {'; '.join(broken)}"))
             continue
         try:
             assert d.path is not None

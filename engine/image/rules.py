@@ -1,0 +1,85 @@
+"""A channel's rules, checked on an output: at render time and by `fanout check`.
+
+Size, format and byte rules need only the file's facts; colour, background and fill rules look
+at the decoded pixels of the file as written (so JPEG artefacts at a border count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyvips
+
+from ..spec.models import Rules, parse_colour
+
+# How far from the background colour a pixel must be to count as product (fill rule).
+CONTENT_THRESHOLD = 16
+
+
+def needs_pixels(rules: Rules) -> bool:
+    return rules.background is not None or rules.min_fill is not None
+
+
+def _content_long_side(image: pyvips.Image, background: tuple[int, int, int]) -> int:
+    rgb = image.flatten(background=list(background)) if image.hasalpha() else image
+    mask = ((rgb - list(background)).abs() > CONTENT_THRESHOLD).bandor()
+    columns, rows = mask.project()
+    xs = np.flatnonzero(columns.numpy().reshape(-1))
+    ys = np.flatnonzero(rows.numpy().reshape(-1))
+    if xs.size == 0 or ys.size == 0:
+        return 0
+    return max(int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+
+
+def pixel_violations(rules: Rules, image: pyvips.Image) -> list[str]:
+    found = []
+    if image.interpretation != "srgb" or image.bands not in (3, 4):
+        found.append(f"colour: expected sRGB, found {image.interpretation} "
+                     f"with {image.bands} bands")
+        return found
+    if rules.background is not None:
+        colour = parse_colour(rules.background)
+        rgb = image[:3]
+        w, h = image.width, image.height
+        edges = [rgb.crop(0, 0, w, 1), rgb.crop(0, h - 1, w, 1), rgb.crop(0, 0, 1, h),
+                 rgb.crop(w - 1, 0, 1, h)]
+        worst = max(((e - list(colour)).abs().max() for e in edges), default=0)
+        if worst > 0:
+            found.append(f"background: expected a {rules.background} border, found pixels "
+                         f"off by up to {int(worst)}")
+    if rules.min_fill is not None:
+        colour = parse_colour(rules.background or "#ffffff")
+        fill = _content_long_side(image, colour) / max(image.width, image.height)
+        if fill < rules.min_fill:
+            found.append(f"min_fill: expected the product to span at least {rules.min_fill:.0%} "
+                         f"of the frame, found {fill:.1%}")
+    return found
+
+
+def violations(
+    rules: Rules,
+    fmt: str,
+    width: int,
+    height: int,
+    size: int,
+    pixels: Callable[[], pyvips.Image],
+) -> list[str]:
+    """Every rule of `rules` the output breaks, as 'rule: expected ..., found ...' lines."""
+    found = []
+    long_side = max(width, height)
+    if rules.formats is not None and fmt not in rules.formats:
+        found.append(f"formats: expected one of {', '.join(rules.formats)}, found {fmt}")
+    if rules.min_long_side is not None and long_side < rules.min_long_side:
+        found.append(f"min_long_side: expected >= {rules.min_long_side}, found {long_side}")
+    if rules.max_long_side is not None and long_side > rules.max_long_side:
+        found.append(f"max_long_side: expected <= {rules.max_long_side}, found {long_side}")
+    if rules.min_width is not None and width < rules.min_width:
+        found.append(f"min_width: expected >= {rules.min_width}, found {width}")
+    if rules.max_width is not None and width > rules.max_width:
+        found.append(f"max_width: expected <= {rules.max_width}, found {width}")
+    if rules.max_bytes is not None and size > rules.max_bytes:
+        found.append(f"max_bytes: expected <= {rules.max_bytes}, found {size}")
+    if needs_pixels(rules):
+        found += pixel_violations(rules, pixels())
+    return found

@@ -1,0 +1,91 @@
+"""`fanout check` and the rules at render time: broken files are caught, by the rule they break."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import pyvips
+from click.testing import CliRunner
+
+import problem_images as P
+from engine import api
+from engine.cli import main
+from engine.demo import _to_image, product_shot
+from engine.manifest import read
+
+
+@pytest.fixture()
+def rendered(tmp_path: Path) -> Path:
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    _to_image(product_shot(900, 900, (200, 40, 40))).jpegsave(str(masters / "shoe.jpg"))
+    P.scene().jpegsave(str(masters / "scene.jpg"))
+    out = tmp_path / "out"
+    assert api.render(masters, out, channels=["amazon", "email", "web"]).exit_code == 0
+    return out
+
+
+def problems_by_path(out: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for path, problem in api.check(out).problems:
+        found.setdefault(path, []).append(problem)
+    return found
+
+
+def test_a_fresh_render_passes_check(rendered):
+    result = CliRunner().invoke(main, ["check", str(rendered)])
+    assert result.exit_code == 0, result.output
+    assert "0 with problems" in result.output
+
+
+def test_check_catches_resized_recompressed_garbage_missing_and_unrecorded(rendered):
+    out = rendered
+    pyvips.Image.new_from_file(str(out / "amazon/shoe.MAIN.jpg")).resize(0.4).jpegsave(
+        str(out / "amazon/shoe.MAIN.jpg"))
+    email = out / "email/scene/w600.jpg"
+    pyvips.Image.new_from_file(str(email)).jpegsave(str(email), Q=20)
+    (out / "web/shoe/zoom-webp.webp").write_bytes(b"not an image at all")
+    (out / "web/shoe/thumb-jpeg.jpg").unlink()
+    shutil.copy(email, out / "email/scene/extra.jpg")
+    found = problems_by_path(out)
+    amazon = " ".join(found["amazon/shoe.MAIN.jpg"])
+    assert "size: expected 2000x2000, found 800x800" in amazon
+    assert "min_long_side" in amazon
+    assert any(p.startswith("sha256") for p in found["email/scene/w600.jpg"])
+    assert any(p.startswith("decode") for p in found["web/shoe/zoom-webp.webp"])
+    assert any(p.startswith("missing") for p in found["web/shoe/thumb-jpeg.jpg"])
+    assert any(p.startswith("unrecorded") for p in found["email/scene/extra.jpg"])
+    assert len(found) == 5
+    assert CliRunner().invoke(main, ["check", str(out)]).exit_code == 1
+
+
+def test_check_applies_amazon_background_and_fill_rules(rendered):
+    path = rendered / "amazon/shoe.MAIN.jpg"
+    image = pyvips.Image.new_from_file(str(path))
+    small = image.resize(0.5).embed(500, 500, 2000, 2000, extend="white")
+    small.draw_rect([250, 250, 250], 0, 0, 2000, 3, fill=True).jpegsave(str(path), Q=90)
+    problems = " ".join(problems_by_path(rendered)["amazon/shoe.MAIN.jpg"])
+    assert "min_fill" in problems and "background" in problems
+
+
+def test_a_derivative_breaking_its_channel_rules_fails_at_render_time(tmp_path):
+    cfg = tmp_path / "cfg"
+    (cfg / "presets").mkdir(parents=True)
+    (cfg / "channels").mkdir()
+    (cfg / "presets" / "p.toml").write_text(  # no trim: the master's own margins stay
+        '[loose]\nresize = { width = 1200, height = 1200, fit = "pad", fill_ratio = 0.9 }\n'
+        'format = "jpeg"\n')
+    (cfg / "channels" / "market.toml").write_text(
+        'name = "market"\n[[outputs]]\nname = "main"\npreset = "loose"\n'
+        '[rules]\nbackground = "#ffffff"\nmin_fill = 0.85\n')
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    _to_image(product_shot(900, 900, (200, 40, 40))).jpegsave(str(masters / "shoe.jpg"))
+    out = tmp_path / "out"
+    result = api.render(masters, out, channels=["market"], config_dir=cfg)
+    (row,) = read(out).to_pylist()
+    assert result.exit_code == 1 and row["status"] == "failed"
+    assert row["error"].startswith("breaks market rules: min_fill")
+    assert not (out / "market").exists(), "a derivative that breaks the rules is not published"
