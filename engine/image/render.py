@@ -39,15 +39,26 @@ class Rendered:
 class Pyramid:
     """Resized copies of one base image kept in memory; smaller sizes come from the nearest one.
 
-    A level is used only where it holds at least PYRAMID_MIN_RATIO source pixels per output pixel
-    along both axes, which keeps the result indistinguishable from a direct resize.
+    A size asked for twice (the WebP and the JPEG of one output, say) is resized once. A new
+    size is made from a level only where it holds at least PYRAMID_MIN_RATIO source pixels per
+    output pixel along both axes, which keeps the result indistinguishable from a direct resize.
     """
 
     def __init__(self, base: pyvips.Image) -> None:
         self.base = base
         self.levels: list[tuple[float, float, pyvips.Image]] = [(1.0, 1.0, base)]
+        self._made: dict[tuple[Box | None, int, int], pyvips.Image] = {}
 
     def scaled(self, region: Box | None, width: int, height: int) -> pyvips.Image:
+        key = (region, width, height)
+        if key not in self._made:
+            out = self._resize(region, width, height).copy_memory()
+            if region is None and (width, height) != (self.base.width, self.base.height):
+                self.levels.append((width / self.base.width, height / self.base.height, out))
+            self._made[key] = out
+        return self._made[key]
+
+    def _resize(self, region: Box | None, width: int, height: int) -> pyvips.Image:
         box = region or Box(0, 0, self.base.width, self.base.height)
         usable = [
             lvl for lvl in self.levels
@@ -60,11 +71,7 @@ class Pyramid:
             w = min(source.width - left, max(1, int(round(box.width * sx))))
             h = min(source.height - top, max(1, int(round(box.height * sy))))
             source = source.crop(left, top, w, h)
-        out = ops.resize_exact(source, width, height)
-        if region is None and (width, height) != (self.base.width, self.base.height):
-            out = out.copy_memory()
-            self.levels.append((width / box.width, height / box.height, out))
-        return out
+        return ops.resize_exact(source, width, height)
 
 
 class MasterRenderer:
