@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ from .image.decode import DEFAULT_MAX_PIXELS  # noqa: F401 (re-exported for the 
 from .job import JobSettings
 from .plan import Plan
 from .plan import plan as build_plan
-from .spec import Config, load_config  # noqa: F401 (load_config re-exported)
+from .spec import Channel, Config, Rules, load_config  # noqa: F401 (load_config re-exported)
 
 
 def engine_id() -> str:
@@ -86,6 +86,10 @@ def _summarise(rows: list[dict]) -> dict[str, ChannelSummary]:
             s.bytes += row.get("bytes") or 0
             s.seconds += (row.get("render_ms") or 0.0) / 1000
     return dict(sorted(out.items()))
+
+
+def _rules(channels: Iterable[Channel]) -> dict[tuple[str, str], Rules]:
+    return {(c.name, o.name): c.rules_for(o) for c in channels for o in c.outputs}
 
 
 def _key(row: dict) -> tuple:
@@ -162,7 +166,7 @@ def render(
                 mp.previous = by_master.get(mp.master.id, {})
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
         settings = JobSettings(out=str(out_path), run_id=run_id, max_pixels=max_pixels,
-                               rules={c.name: c.rules for c in config.select(channels)})
+                               rules=_rules(config.select(channels)))
         rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
                             on_done)
         final, stale, orphans = _settle(previous, rows, selected, keep_stale)
@@ -236,7 +240,8 @@ def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
     config = load_config(config_dir)
     rows = manifest.read_rows(out_path / manifest.MANIFEST_NAME)
     on_disk = store.files_under(out_path, sorted({r["channel"] for r in rows if r["channel"]}))
-    checked, problems = check_tree(out_path, rows, {n: c.rules for n, c in config.channels.items()})
+    checked, problems = check_tree(
+        out_path, rows, _rules(config.channels.values()), config.presets)
     problems += [(path, "unrecorded: no manifest row claims this file")
                  for path in sorted(on_disk - _claimed(rows))]
     return CheckResult(checked, problems)

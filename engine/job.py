@@ -26,7 +26,7 @@ class JobSettings:
     out: str
     run_id: str
     max_pixels: int
-    rules: dict[str, Rules] = field(default_factory=dict)  # channel -> its rules
+    rules: dict[tuple[str, str], Rules] = field(default_factory=dict)  # (channel, output) -> rules
 
 
 def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> dict:
@@ -145,7 +145,7 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
         if isinstance(result, MasterError):
             rows.append(_failed(base, d, f"{master.path}: {result}"))
             continue
-        broken = _broken_rules(settings.rules.get(d.channel), result)
+        broken = _broken_rules(settings.rules.get((d.channel, d.output)), result)
         if broken:
             rows.append(_failed(base, d, f"breaks {d.channel} rules: {'; '.join(broken)}"))
             continue

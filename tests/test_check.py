@@ -61,6 +61,19 @@ def test_check_catches_resized_recompressed_garbage_missing_and_unrecorded(rende
     assert CliRunner().invoke(main, ["check", str(out)]).exit_code == 1
 
 
+def test_check_applies_per_output_aspect_rules(tmp_path):
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    P.scene().jpegsave(str(masters / "scene.jpg"))
+    out = tmp_path / "out"
+    assert api.render(masters, out, channels=["instagram"]).exit_code == 0
+    story = out / "instagram/scene/story.jpg"
+    pyvips.Image.new_from_file(str(story)).crop(0, 0, 1080, 1080).jpegsave(str(story))
+    problems = " ".join(problems_by_path(out)["instagram/scene/story.jpg"])
+    assert "max_aspect: expected <= 0.5625, found 1.000" in problems
+    assert "preset ig-story makes 1080x1920" in problems
+
+
 def test_check_applies_amazon_background_and_fill_rules(rendered):
     path = rendered / "amazon/shoe.MAIN.jpg"
     image = pyvips.Image.new_from_file(str(path))

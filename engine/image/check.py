@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyvips
 
-from ..spec.models import EXTENSIONS, Rules
+from ..spec.models import EXTENSIONS, Preset, Rules
 from .decode import vips_message
 from .rules import violations
 
@@ -15,7 +15,7 @@ LOADER_FORMATS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifloa
                   "pngload_buffer": "png", "gifload_buffer": "gif"}
 
 
-def check_file(out: Path, row: dict, rules: Rules | None) -> list[str]:
+def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
     path = out / row["path"]
     try:
         data = path.read_bytes()
@@ -41,12 +41,20 @@ def check_file(out: Path, row: dict, rules: Rules | None) -> list[str]:
     if (image.width, image.height) != (row["width"], row["height"]):
         found.append(f"size: expected {row['width']}x{row['height']}, "
                      f"found {image.width}x{image.height}")
+    box = preset.resize if preset is not None else None
+    if box is not None and box.fit in ("fill", "pad") and (image.width, image.height) != (
+        box.width, box.height
+    ):
+        found.append(f"size: preset {row['preset']} makes {box.width}x{box.height}, "
+                     f"found {image.width}x{image.height}")
     if rules is not None:
         found += violations(rules, fmt, image.width, image.height, len(data), lambda: image)
     return found
 
 
-def check_tree(out: Path, rows: list[dict], rules: dict[str, Rules]) -> tuple[int, list]:
+def check_tree(
+    out: Path, rows: list[dict], rules: dict[tuple[str, str], Rules], presets: dict[str, Preset]
+) -> tuple[int, list]:
     """(files checked, [(path, problem)]) for every ok/skipped row of a manifest."""
     problems = []
     checked = 0
@@ -54,5 +62,6 @@ def check_tree(out: Path, rows: list[dict], rules: dict[str, Rules]) -> tuple[in
         if row["status"] not in ("ok", "skipped") or not row["path"]:
             continue
         checked += 1
-        problems += [(row["path"], p) for p in check_file(out, row, rules.get(row["channel"]))]
+        problems += [(row["path"], p) for p in check_file(
+            out, row, rules.get((row["channel"], row["output"])), presets.get(row["preset"]))]
     return checked, problems

@@ -78,6 +78,12 @@ def violations(
         found.append(f"min_width: expected >= {rules.min_width}, found {width}")
     if rules.max_width is not None and width > rules.max_width:
         found.append(f"max_width: expected <= {rules.max_width}, found {width}")
+    aspect = width / height
+    # 1% slack: 1080x566 is Instagram's 1.91:1 though 1080/566 = 1.908
+    if rules.min_aspect is not None and aspect < rules.min_aspect * 0.99:
+        found.append(f"min_aspect: expected >= {rules.min_aspect}, found {aspect:.3f}")
+    if rules.max_aspect is not None and aspect > rules.max_aspect * 1.01:
+        found.append(f"max_aspect: expected <= {rules.max_aspect}, found {aspect:.3f}")
     if rules.max_bytes is not None and size > rules.max_bytes:
         found.append(f"max_bytes: expected <= {rules.max_bytes}, found {size}")
     if needs_pixels(rules):

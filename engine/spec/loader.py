@@ -121,7 +121,7 @@ def _check_channel(channel: Channel, presets: dict[str, Preset], source: str) ->
                 f"{where}.preset: expected the name of a preset; found {output.preset!r}, "
                 f"which no presets/*.toml defines"
             )
-        rules = channel.rules
+        rules = channel.rules_for(output)
         if rules.formats is not None and preset.format not in rules.formats:
             raise ConfigError(
                 f"{where}.preset: channel rules allow formats {rules.formats}; "
@@ -149,6 +149,14 @@ def _check_channel(channel: Channel, presets: dict[str, Preset], source: str) ->
             raise ConfigError(
                 f"{where}.preset: channel rules need background {rules.background}; preset "
                 f"{output.preset!r} has {preset.background}"
+            )
+        r = preset.resize
+        if r.fit in ("fill", "pad") and r.width and r.height and not (
+            (rules.min_aspect or 0) * 0.99 <= r.width / r.height <= (rules.max_aspect or 1e9) * 1.01
+        ):
+            raise ConfigError(
+                f"{where}.preset: channel rules allow aspect {rules.min_aspect}..{rules.max_aspect}"
+                f"; preset {output.preset!r} makes {r.width}x{r.height}"
             )
         if rules.min_fill and (preset.resize.fill_ratio or 0) < rules.min_fill:
             raise ConfigError(

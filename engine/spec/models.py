@@ -193,18 +193,9 @@ def check_path_pattern(pattern: str) -> str:
     return pattern
 
 
-class Output(Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
-    preset: str
-    when: When = When()
-    path: str = DEFAULT_PATH
-    description: str = ""
-
-    _check_path = field_validator("path")(check_path_pattern)
-
-
 class Rules(Strict):
-    """What the channel accepts; checked against each output's preset at load time."""
+    """What a channel (or one of its outputs) accepts: checked against each preset at load time,
+    on every encoded file before it is written, and by `fanout check`."""
 
     formats: list[ImageFormat] | None = None
     min_long_side: Annotated[int, Field(ge=1)] | None = None
@@ -214,7 +205,15 @@ class Rules(Strict):
     max_bytes: Annotated[int, Field(ge=1)] | None = None
     background: str | None = None
     min_fill: Annotated[float, Field(gt=0, le=1)] | None = None
+    min_aspect: Annotated[float, Field(gt=0)] | None = None  # width / height
+    max_aspect: Annotated[float, Field(gt=0)] | None = None
     colour: Literal["srgb"] = "srgb"
+
+    def merged(self, override: Rules | None) -> Rules:
+        """These rules with an output's own rules on top."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
 
     @field_validator("background")
     @classmethod
@@ -222,11 +221,25 @@ class Rules(Strict):
         return None if value is None else _check_colour(value)
 
 
+class Output(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+    preset: str
+    when: When = When()
+    path: str = DEFAULT_PATH
+    description: str = ""
+    rules: Rules | None = None  # on top of the channel's rules, for this output only
+
+    _check_path = field_validator("path")(check_path_pattern)
+
+
 class Channel(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     description: str = ""
     outputs: Annotated[list[Output], Field(min_length=1)]
     rules: Rules = Rules()
+
+    def rules_for(self, output: Output) -> Rules:
+        return self.rules.merged(output.rules)
 
     @model_validator(mode="after")
     def _unique(self) -> Channel:
