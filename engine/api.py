@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .image.decode import DEFAULT_MAX_PIXELS  # noqa: F401 (re-exported for the CLI)
 from .job import JobSettings
 from .plan import Plan
+from .publish.feeds import Feed
 from .plan import plan as build_plan
 from .spec import Channel, Config, Rules, load_config  # noqa: F401 (load_config re-exported)
 
@@ -245,3 +247,52 @@ def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
     problems += [(path, "unrecorded: no manifest row claims this file")
                  for path in sorted(on_disk - _claimed(rows))]
     return CheckResult(checked, problems)
+
+
+def _published_rows(out: str | Path) -> tuple[Path, list[dict]]:
+    out_path = Path(out)
+    if not (out_path / manifest.MANIFEST_NAME).is_file():
+        raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
+    return out_path, manifest.read_rows(out_path / manifest.MANIFEST_NAME)
+
+
+def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
+         output: str | None = None) -> tuple[str, Feed]:
+    """A Google (TSV) or Meta (CSV) feed of OUT's product images; (text, feed with problems)."""
+    from .publish.feeds import google_tsv, meta_csv, product_feed
+
+    _, rows = _published_rows(out)
+    the_feed = product_feed(rows, channel, base_url, kind, output)
+    return (google_tsv if kind == "google" else meta_csv)(the_feed), the_feed
+
+
+def amazon_export(out: str | Path, target: str | Path, channel: str = "amazon") -> list[str]:
+    """OUT's Amazon files, named SKU.MAIN / SKU.PT01.., plus listing.csv, as a folder or .zip."""
+    from .publish.feeds import amazon_package
+
+    out_path, rows = _published_rows(out)
+    return amazon_package(rows, out_path, Path(target), channel)
+
+
+def export_manifest(out: str | Path, fmt: str) -> str:
+    """The manifest as CSV or JSON text."""
+    import json
+
+    _, rows = _published_rows(out)
+    if fmt == "json":
+        return json.dumps(rows, indent=1, default=str) + "\n"
+    import pyarrow.csv as pacsv
+
+    buffer = io.BytesIO()
+    pacsv.write_csv(manifest.to_table(rows), buffer)
+    return buffer.getvalue().decode()
+
+
+def report(out: str | Path) -> Path:
+    """Write OUT/report.html: the contact sheet of every derivative in the manifest."""
+    from .publish.report import render_report
+
+    out_path, rows = _published_rows(out)
+    target = out_path / "report.html"
+    store.write_atomic(target, render_report(rows, f"fanout report: {out_path.name}").encode())
+    return target

@@ -247,5 +247,95 @@ def check(out, config_dir) -> None:  # noqa: ANN001
     sys.exit(EXIT_FAILURES if result.problems else 0)
 
 
+@main.group()
+def feed() -> None:
+    """Marketplace feeds and exports built from OUT/manifest.parquet."""
+
+
+out_argument = click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+output_file = click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Write here instead of standard output.")
+
+
+def _feed(kind: str, out: Path, base_url: str, channel: str, output: str | None,
+          output_file: Path | None) -> None:
+    text, the_feed = api.feed(out, kind, base_url, channel, output)
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        output_file.write_text(text)
+        console.print(f"{len(the_feed.items)} products -> {output_file} "
+                      f"(images: {channel}/{the_feed.output})", highlight=False)
+    for problem in the_feed.problems:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+    sys.exit(EXIT_FAILURES if the_feed.problems else 0)
+
+
+feed_options = [
+    out_argument,
+    click.option("--base-url", required=True, help="Where OUT is published, e.g. https://cdn/x."),
+    click.option("--channel", default="web", show_default=True, help="Which channel's images."),
+    click.option("--output", help="Which output of the channel (default: its largest images)."),
+    output_file,
+]
+
+
+def _with(options):  # noqa: ANN001, ANN202
+    def wrap(fn):  # noqa: ANN001, ANN202
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return wrap
+
+
+@feed.command("google")
+@_with(feed_options)
+def feed_google(out, base_url, channel, output, output_file) -> None:  # noqa: ANN001
+    """Google Merchant Center supplemental feed (TSV: id, image_link, additional_image_link)."""
+    _feed("google", out, base_url, channel, output, output_file)
+
+
+@feed.command("meta")
+@_with(feed_options)
+def feed_meta(out, base_url, channel, output, output_file) -> None:  # noqa: ANN001
+    """Meta catalog feed (CSV: id, image_link, additional_image_link, video links)."""
+    _feed("meta", out, base_url, channel, output, output_file)
+
+
+@feed.command("amazon")
+@out_argument
+@click.option("-o", "--output-file", "target", required=True, type=click.Path(path_type=Path),
+              help="A folder, or a file ending in .zip.")
+@click.option("--channel", default="amazon", show_default=True)
+def feed_amazon(out, target, channel) -> None:  # noqa: ANN001
+    """Amazon's files (SKU.MAIN.jpg, SKU.PT01.jpg ...) and a listing.csv, as a folder or zip."""
+    problems = api.amazon_export(out, target, channel)
+    console.print(f"written {target}", highlight=False)
+    for problem in problems:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+    sys.exit(EXIT_FAILURES if problems else 0)
+
+
+@feed.command("manifest")
+@out_argument
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@output_file
+def feed_manifest(out, fmt, output_file) -> None:  # noqa: ANN001
+    """The manifest itself, as CSV or JSON."""
+    text = api.export_manifest(out, fmt)
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        output_file.write_text(text)
+
+
+@main.command()
+@out_argument
+def report(out) -> None:  # noqa: ANN001
+    """Write OUT/report.html: a contact sheet of every derivative, with filters."""
+    out_console.print(f"report: {api.report(out)}", highlight=False)
+
+
 if __name__ == "__main__":
     main()

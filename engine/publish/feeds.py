@@ -1,0 +1,186 @@
+"""Marketplace feeds from the manifest: Google Merchant Center, Meta catalog, Amazon's naming.
+
+Feeds point at the rendered files under a base URL. Every URL is checked: RFC 3986 characters
+only (non-ASCII and spaces percent-encoded), at most 2000 characters, extension matching the
+file's format. A product the feed cannot describe (no main image, a bad URL) is reported, never
+silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from ..errors import ConfigError
+from ..spec.models import EXTENSIONS
+
+MAX_URL = 2000
+MAX_ADDITIONAL = 10
+URL_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+FEED_FORMATS = {
+    "google": ("jpeg", "webp", "png", "gif"),  # Merchant Center image formats
+    "meta": ("jpeg", "png"),
+}
+VIDEO_FORMATS = ("mp4", "webm")
+PUBLISHED = ("ok", "skipped")
+
+
+@dataclass
+class FeedItem:
+    product: str
+    image_link: str
+    additional: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Feed:
+    items: list[FeedItem]
+    problems: list[str]
+    output: str  # which channel output the image links point at
+
+
+def check_base_url(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"--base-url: expected an http(s) URL like https://cdn.example.com/img; "
+                          f"found {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def file_url(base_url: str, path: str) -> str:
+    """The URL of OUT/path under base_url, percent-encoded per RFC 3986."""
+    return f"{base_url}/{quote(path, safe='/-._~')}"
+
+
+def url_problem(url: str, fmt: str) -> str | None:
+    if len(url) > MAX_URL:
+        return f"URL longer than {MAX_URL} characters ({len(url)})"
+    if not URL_CHARS.match(url):
+        return f"URL has characters outside RFC 3986: {url!r}"
+    ext = EXTENSIONS.get(fmt, fmt)
+    if not urlsplit(url).path.lower().endswith("." + ext):
+        return f"URL's extension does not match its format {fmt}: {url!r}"
+    return None
+
+
+def _pick_output(rows: list[dict], formats: tuple[str, ...]) -> str | None:
+    """The output with the largest images; JPEG first among equals (every client reads it)."""
+    best: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        if r["format"] in formats:
+            score = (r["width"] * r["height"], -formats.index(r["format"]))
+            best[r["output"]] = max(best.get(r["output"], score), score)
+    return max(best, key=lambda o: best[o]) if best else None
+
+
+def product_feed(
+    rows: list[dict], channel: str, base_url: str, kind: str, output: str | None = None
+) -> Feed:
+    """One item per product: its position-0 image and up to ten more, in position order."""
+    base_url = check_base_url(base_url)
+    formats = FEED_FORMATS[kind]
+    mine = [r for r in rows if r["channel"] == channel and r["status"] in PUBLISHED
+            and (r.get("role") or "product") == "product"]
+    if not mine:
+        raise ConfigError(f"no rendered product images in channel {channel!r} of this manifest")
+    output = output or _pick_output(mine, formats)
+    chosen = [r for r in mine if r["output"] == output and r["format"] in formats]
+    if not chosen:
+        raise ConfigError(f"channel {channel!r} has no output {output!r} in a format "
+                          f"{kind} accepts ({', '.join(formats)})")
+    problems: list[str] = []
+    by_product: dict[str, dict[int, str]] = defaultdict(dict)
+    for r in chosen:
+        url = file_url(base_url, r["path"])
+        if problem := url_problem(url, r["format"]):
+            problems.append(f"product {r['product']}, master {r['master_id']}: {problem}")
+            continue
+        by_product[r["product"]].setdefault(r["position"] or 0, url)
+    videos: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        if r["status"] in PUBLISHED and r["format"] in VIDEO_FORMATS and r.get("product"):
+            videos[r["product"]].append(file_url(base_url, r["path"]))
+    every_product = sorted({r["product"] for r in mine})
+    items = []
+    for product in every_product:
+        images = by_product.get(product, {})
+        if 0 not in images:
+            problems.append(f"product {product}: no main image (position 0) in "
+                            f"{channel}/{output}; left out of the feed")
+            continue
+        extra = [images[p] for p in sorted(images) if p != 0]
+        if len(extra) > MAX_ADDITIONAL:
+            problems.append(f"product {product}: {len(extra)} additional images, "
+                            f"the feed takes the first {MAX_ADDITIONAL}")
+        items.append(FeedItem(product, images[0], extra[:MAX_ADDITIONAL],
+                              sorted(videos.get(product, []))))
+    return Feed(items, problems, output)
+
+
+def google_tsv(feed: Feed) -> str:
+    """Merchant Center supplemental feed: id, image_link, additional_image_link (comma list)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(["id", "image_link", "additional_image_link"])
+    for item in feed.items:
+        writer.writerow([item.product, item.image_link, ",".join(item.additional)])
+    return buffer.getvalue()
+
+
+def meta_csv(feed: Feed) -> str:
+    """Meta catalog: id, image_link, additional_image_link, and video[n].url where present."""
+    n_videos = max((len(i.videos) for i in feed.items), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "image_link", "additional_image_link"]
+                    + [f"video[{n}].url" for n in range(n_videos)])
+    for item in feed.items:
+        writer.writerow([item.product, item.image_link, ",".join(item.additional)]
+                        + item.videos + [""] * (n_videos - len(item.videos)))
+    return buffer.getvalue()
+
+
+AMAZON_NAME = re.compile(r"^(?P<sku>.+)\.(?P<slot>MAIN|PT0[1-8]|SWCH)\.(?P<ext>[a-z]+)$")
+
+
+def amazon_package(rows: list[dict], out: Path, target: Path, channel: str = "amazon") -> list[str]:
+    """Amazon's files (SKU.MAIN.jpg, SKU.PT01.jpg ...) plus listing.csv, as a folder or a .zip.
+
+    Returns the problems (files whose names do not follow the convention are left out).
+    """
+    rows = [r for r in rows if r["channel"] == channel and r["status"] in PUBLISHED]
+    if not rows:
+        raise ConfigError(f"no rendered images in channel {channel!r} of this manifest")
+    problems, entries = [], []
+    for r in sorted(rows, key=lambda r: r["path"]):
+        name = Path(r["path"]).name
+        match = AMAZON_NAME.match(name)
+        if match is None:
+            problems.append(f"{r['path']}: not named SKU.MAIN / SKU.PT01..PT08; left out")
+            continue
+        entries.append((name, out / r["path"], match["sku"], match["slot"], r))
+    listing = io.StringIO()
+    writer = csv.writer(listing, lineterminator="\n")
+    writer.writerow(["sku", "slot", "file", "width", "height", "bytes", "sha256"])
+    for name, _, sku, slot, r in entries:
+        writer.writerow([sku, slot, name, r["width"], r["height"], r["bytes"], r["sha256"]])
+    if target.suffix.lower() == ".zip":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, source, *_ in entries:
+                archive.write(source, name)
+            archive.writestr("listing.csv", listing.getvalue())
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, source, *_ in entries:
+            shutil.copyfile(source, target / name)
+        (target / "listing.csv").write_text(listing.getvalue())
+    return problems

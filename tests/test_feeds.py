@@ -1,0 +1,111 @@
+"""Feeds and exports built from a real render: valid URLs, every product listed or reported."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from click.testing import CliRunner
+
+import problem_images as P
+from engine import api
+from engine.cli import main
+from engine.publish.feeds import MAX_URL, URL_CHARS, file_url, url_problem
+
+BASE = "https://cdn.example.com/shop"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three products: one with a main and two more images (one named with a space and an
+    accent), one with a main only, and one with no main image; plus an editorial master."""
+    root = tmp_path_factory.mktemp("shop")
+    masters = root / "masters"
+    masters.mkdir()
+    for name in ("a0", "a1", "a2", "b0", "c1", "hero"):
+        P.scene(300, 200).jpegsave(str(masters / f"{name}.jpg"))
+    (root / "list.csv").write_text(
+        "id,path,product,position,role\n"
+        "shoe/front,masters/a0.jpg,SHOE-1,0,product\n"
+        "shoe/side,masters/a1.jpg,SHOE-1,1,product\n"
+        "shoe/back,masters/a2.jpg,SHOE-1,2,product\n"
+        "bag,masters/b0.jpg,BAG-2,0,product\n"
+        "belt/side,masters/c1.jpg,BELT-3,1,product\n"
+        "campaign,masters/hero.jpg,,,editorial\n"
+    )
+    out = root / "out"
+    assert api.render(root / "list.csv", out, channels=["web", "amazon"]).exit_code == 0
+    return out
+
+
+def read_tsv(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+
+
+def test_google_feed_lists_every_product_with_valid_urls(shop):
+    result = CliRunner().invoke(main, ["feed", "google", str(shop), "--base-url", BASE + "/"])
+    assert result.exit_code == 1  # BELT-3 has no main image: reported
+    assert "BELT-3: no main image" in result.output
+    rows = {r["id"]: r for r in read_tsv(result.stdout)}
+    assert set(rows) == {"SHOE-1", "BAG-2"}
+    shoe = rows["SHOE-1"]
+    assert shoe["image_link"] == f"{BASE}/web/shoe/front/zoom-jpeg.jpg"
+    assert shoe["additional_image_link"].split(",") == [
+        f"{BASE}/web/shoe/side/zoom-jpeg.jpg", f"{BASE}/web/shoe/back/zoom-jpeg.jpg"]
+    assert rows["BAG-2"]["additional_image_link"] == ""
+    for row in rows.values():
+        for url in [row["image_link"], *filter(None, row["additional_image_link"].split(","))]:
+            assert url_problem(url, "jpeg") is None
+            assert (shop / unquote(urlsplit(url).path).removeprefix("/shop/")).is_file()
+
+
+def test_meta_feed_and_chosen_output(shop, tmp_path):
+    target = tmp_path / "meta.csv"
+    result = CliRunner().invoke(main, ["feed", "meta", str(shop), "--base-url", BASE,
+                                       "--output", "gallery-jpeg", "-o", str(target)])
+    assert result.exit_code == 1 and "2 products" in result.output
+    rows = list(csv.DictReader(target.open()))
+    assert [r["id"] for r in rows] == ["BAG-2", "SHOE-1"]
+    assert all(r["image_link"].endswith("/gallery-jpeg.jpg") for r in rows)
+
+
+def test_urls_are_percent_encoded_and_checked():
+    url = file_url(BASE, "web/Schuh rot/größe 42.jpg")
+    assert url == f"{BASE}/web/Schuh%20rot/gr%C3%B6%C3%9Fe%2042.jpg"
+    assert URL_CHARS.match(url) and url_problem(url, "jpeg") is None
+    assert "extension" in url_problem(url, "webp")
+    assert "longer than" in url_problem(BASE + "/" + "a" * MAX_URL + ".jpg", "jpeg")
+    assert "RFC 3986" in url_problem(BASE + "/a b.jpg", "jpeg")
+    bad = CliRunner().invoke(main, ["feed", "google", "/", "--base-url", "ftp://x"])
+    assert bad.exit_code == 2
+
+
+def test_amazon_export_as_zip_and_folder(shop, tmp_path):
+    result = CliRunner().invoke(main, ["feed", "amazon", str(shop), "-o",
+                                       str(tmp_path / "amazon.zip")])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(tmp_path / "amazon.zip") as archive:
+        names = sorted(archive.namelist())
+        listing = list(csv.DictReader(io.StringIO(archive.read("listing.csv").decode())))
+    assert names == ["BAG-2.MAIN.jpg", "BELT-3.PT01.jpg", "SHOE-1.MAIN.jpg", "SHOE-1.PT01.jpg",
+                     "SHOE-1.PT02.jpg", "listing.csv"]
+    assert {(r["sku"], r["slot"]) for r in listing} >= {("SHOE-1", "PT02"), ("BAG-2", "MAIN")}
+    folder = tmp_path / "amazon"
+    assert api.amazon_export(shop, folder) == []
+    assert (folder / "SHOE-1.MAIN.jpg").read_bytes() == (shop / "amazon/SHOE-1.MAIN.jpg"
+                                                         ).read_bytes()
+
+
+def test_manifest_exports_as_csv_and_json(shop):
+    rows = json.loads(CliRunner().invoke(main, ["feed", "manifest", str(shop), "--format",
+                                                "json"]).stdout)
+    table = list(csv.DictReader(io.StringIO(CliRunner().invoke(
+        main, ["feed", "manifest", str(shop)]).stdout)))
+    assert len(rows) == len(table) > 0
+    assert {r["sha256"] for r in rows} == {r["sha256"] for r in table}
+    assert "recipe_hash" in table[0] and "render_ms" in rows[0]
