@@ -67,11 +67,11 @@ def test_check_applies_per_output_aspect_rules(tmp_path):
     P.scene().jpegsave(str(masters / "scene.jpg"))
     out = tmp_path / "out"
     assert api.render(masters, out, channels=["instagram"]).exit_code == 0
-    story = out / "instagram/scene/story.jpg"
+    story = out / "instagram/scene/product-story.jpg"
     pyvips.Image.new_from_file(str(story)).crop(0, 0, 1080, 1080).jpegsave(str(story))
-    problems = " ".join(problems_by_path(out)["instagram/scene/story.jpg"])
+    problems = " ".join(problems_by_path(out)["instagram/scene/product-story.jpg"])
     assert "max_aspect: expected <= 0.5625, found 1.000" in problems
-    assert "preset ig-story makes 1080x1920" in problems
+    assert "preset ig-product-story makes 1080x1920" in problems
 
 
 def test_check_applies_amazon_background_and_fill_rules(rendered):

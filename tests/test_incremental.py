@@ -75,11 +75,13 @@ def test_a_scripted_night_rerenders_exactly_what_changed(night):
     second = api.render(masters, out, channels=CHANNELS, config_dir=tmp / "cfg")
     got = statuses(second)
     for m in ("b", "c"):
-        assert all(got[(m, o)] == "ok" for o in ("w600", "w1200", "feed-square", "story"))
+        assert all(got[(m, o)] == "ok" for o in ("w600", "w1200", "product-feed-square",
+                                                   "product-story"))
     for m in ("a", "d"):
         assert got[(m, "w600")] == "ok"
-        assert all(got[(m, o)] == "skipped" for o in ("w1200", "feed-square", "feed-portrait",
-                                                     "feed-landscape", "story"))
+        assert all(got[(m, o)] == "skipped" for o in (
+            "w1200", "product-feed-square", "product-feed-portrait", "product-feed-landscape",
+            "product-story"))
     assert not any(m == "e" for m, _ in got)
     assert len(second.removed) == 6
     assert not any((out / p).exists() for p in deleted_files)
@@ -108,9 +110,9 @@ def test_a_no_change_rerun_skips_everything_with_the_previous_file_facts(night):
 def test_missing_or_altered_outputs_are_rendered_again(night):
     masters, out, _ = night
     (out / "email" / "a" / "w600.jpg").write_bytes(b"garbage")
-    (out / "instagram" / "b" / "story.jpg").unlink()
+    (out / "instagram" / "b" / "product-story.jpg").unlink()
     again = statuses(api.render(masters, out, channels=CHANNELS))
-    assert {k for k, v in again.items() if v == "ok"} == {("a", "w600"), ("b", "story")}
+    assert {k for k, v in again.items() if v == "ok"} == {("a", "w600"), ("b", "product-story")}
     assert_consistent(out)
 
 
