@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import manifest, store
+from . import manifest
 from .catalog import load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .image.decode import DEFAULT_MAX_PIXELS  # noqa: F401 (re-exported for the CLI)
@@ -18,6 +18,7 @@ from .job import JobSettings
 from .plan import Plan
 from .publish.feeds import Feed
 from .plan import plan as build_plan
+from .store import Store, write_atomic
 from .spec import Channel, Config, Rules, load_config  # noqa: F401 (load_config re-exported)
 
 
@@ -54,8 +55,8 @@ class ChannelSummary:
 @dataclass
 class RunResult:
     run_id: str
-    out: Path
-    manifest_path: Path
+    out: str  # a local folder or an fsspec URL
+    manifest_path: str
     rows: list[dict]  # this run's rows (rows of channels not selected are carried, not listed)
     wall_s: float
     removed: list[dict] = field(default_factory=list)  # stale rows whose files were deleted
@@ -142,23 +143,23 @@ def render(
     start = time.perf_counter()
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels: expected a positive number; found {max_pixels}")
-    out_path = Path(out).resolve()
-    if out_path.exists() and not out_path.is_dir():
-        raise ConfigError(f"{out_path}: --out must be a folder; found a file")
+    out_store = Store(out)
     config = load_config(config_dir)
     selected = {c.name for c in config.select(channels)}
-    the_plan = plan(catalog, channels, exclude=out_path, config=config)
+    exclude = Path(out_store.root) if out_store.local else None
+    the_plan = plan(catalog, channels, exclude=exclude, config=config)
     if on_planned is not None:
         on_planned(the_plan)
 
     from . import schedule  # Dask is imported only by runs that render
 
-    with store.exclusive(out_path):
-        store.sweep_temporaries(out_path)
-        previous = manifest.read_rows(out_path / manifest.MANIFEST_NAME)
+    out_store.prepare()
+    with out_store.exclusive():
+        out_store.sweep_temporaries()
+        previous = manifest.read_rows(out_store)
         if previous:  # files a killed run wrote but never recorded: OUT must match its manifest
-            on_disk = store.files_under(out_path, sorted(config.channels))
-            store.remove_files(out_path, sorted(on_disk - _claimed(previous)))
+            on_disk = out_store.files_under(sorted(config.channels))
+            out_store.remove(sorted(on_disk - _claimed(previous)))
         if not force:
             by_master: dict[str, dict] = {}
             for row in previous:
@@ -167,18 +168,18 @@ def render(
             for mp in the_plan.masters:
                 mp.previous = by_master.get(mp.master.id, {})
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-        settings = JobSettings(out=str(out_path), run_id=run_id, max_pixels=max_pixels,
+        settings = JobSettings(out=out_store.location, run_id=run_id, max_pixels=max_pixels,
                                rules=_rules(config.select(channels)))
         rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
                             on_done)
         final, stale, orphans = _settle(previous, rows, selected, keep_stale)
         removed = [] if keep_stale else [dict(r, run_id=run_id, status="removed") for r in stale]
-        manifest.write_history(out_path, run_id, rows + removed)
-        manifest_path = manifest.write(out_path, final)
-        store.remove_files(out_path, orphans)  # after the manifest; a crash in between leaves
+        manifest.write_history(out_store, run_id, rows + removed)
+        manifest_path = manifest.write(out_store, final)
+        out_store.remove(orphans)  # after the manifest; a crash in between leaves
         # unrecorded files, which the next run's sweep above removes
     return RunResult(
-        run_id=run_id, out=out_path, manifest_path=manifest_path, rows=rows,
+        run_id=run_id, out=out_store.location, manifest_path=manifest_path, rows=rows,
         wall_s=time.perf_counter() - start, removed=[] if keep_stale else stale,
         kept_stale=len(stale) if keep_stale else 0, channels=_summarise(rows),
     )
@@ -201,20 +202,22 @@ def diff(out: str | Path, older: str | None = None, newer: str | None = None) ->
     A history file holds what its run did: ok (rendered), skipped, failed, and the stale rows it
     removed (status `removed`). A rendered derivative the older run did not have is `added`.
     """
-    out_path = Path(out)
-    ids = [p.stem for p in manifest.runs(out_path)]
+    out_store = Store(out)
+    ids = manifest.runs(out_store)
     if not ids:
-        raise ConfigError(f"{out_path}: no runs recorded (no {manifest.RUNS_DIR}/ folder)")
+        raise ConfigError(f"{out}: no runs recorded (no {manifest.RUNS_DIR}/ folder)")
     for name, value in (("--to", newer), ("--from", older)):
         if value is not None and value not in ids:
-            raise ConfigError(f"{name}: no run {value!r} in {out_path}; runs: {', '.join(ids)}")
+            raise ConfigError(f"{name}: no run {value!r} in {out}; runs: {', '.join(ids)}")
     newer = newer or ids[-1]
     if older is None and ids.index(newer) > 0:
         older = ids[ids.index(newer) - 1]
-    runs_dir = out_path / manifest.RUNS_DIR
-    before = {_key(r) for r in manifest.read_rows(runs_dir / f"{older}.parquet")
-              if r["status"] in ("ok", "skipped")} if older else set()
-    after = manifest.read_rows(runs_dir / f"{newer}.parquet")
+    def history(run: str) -> list[dict]:
+        return manifest.read_rows(out_store, f"{manifest.RUNS_DIR}/{run}.parquet")
+
+    before = {_key(r) for r in history(older) if r["status"] in ("ok", "skipped")} if older else (
+        set())
+    after = history(newer)
     rendered = [r for r in after if r["status"] == "ok"]
     return RunDiff(
         older=older, newer=newer,
@@ -236,12 +239,9 @@ def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
     """Verify an output tree against its manifest and its channels' rules."""
     from .image.check import check_tree
 
-    out_path = Path(out)
-    if not (out_path / manifest.MANIFEST_NAME).is_file():
-        raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
+    out_path, rows = _published_rows(out)
     config = load_config(config_dir)
-    rows = manifest.read_rows(out_path / manifest.MANIFEST_NAME)
-    on_disk = store.files_under(out_path, sorted({r["channel"] for r in rows if r["channel"]}))
+    on_disk = Store(out_path).files_under(sorted({r["channel"] for r in rows if r["channel"]}))
     checked, problems = check_tree(
         out_path, rows, _rules(config.channels.values()), config.presets)
     problems += [(path, "unrecorded: no manifest row claims this file")
@@ -253,7 +253,7 @@ def _published_rows(out: str | Path) -> tuple[Path, list[dict]]:
     out_path = Path(out)
     if not (out_path / manifest.MANIFEST_NAME).is_file():
         raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
-    return out_path, manifest.read_rows(out_path / manifest.MANIFEST_NAME)
+    return out_path, manifest.read_rows(Store(out_path))
 
 
 def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
@@ -294,5 +294,5 @@ def report(out: str | Path) -> Path:
 
     out_path, rows = _published_rows(out)
     target = out_path / "report.html"
-    store.write_atomic(target, render_report(rows, f"fanout report: {out_path.name}").encode())
+    write_atomic(target, render_report(rows, f"fanout report: {out_path.name}").encode())
     return target

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import fsspec
 import pyvips
@@ -18,7 +17,7 @@ from .image.render import Rendered, render_all
 from .image.rules import violations
 from .plan import Derivative, MasterPlan
 from .spec.models import ImagePreset, Preset, Rules
-from .store import resolve_inside, write_atomic
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,12 @@ def _read(path: str) -> bytes:
         raise MasterError(f"cannot read: {exc.strerror or exc}") from None
 
 
-def _file_sha256(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return None
+def _stored_sha256(store: Store, relative: str) -> str | None:
+    data = store.read(relative)
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
-def _unchanged(prev: dict | None, d: Derivative, master_sha: str, out: Path) -> bool:
+def _unchanged(prev: dict | None, d: Derivative, master_sha: str, store: Store) -> bool:
     """A previous output still stands: same master bytes, same recipe (preset and engine),
     same place, and the file on disk is the one recorded."""
     return (
@@ -75,7 +71,7 @@ def _unchanged(prev: dict | None, d: Derivative, master_sha: str, out: Path) -> 
         and prev["recipe_hash"] == d.recipe_hash
         and prev["path"] == d.path
         and d.path is not None
-        and _file_sha256(out / d.path) == prev["sha256"]
+        and _stored_sha256(store, d.path) == prev["sha256"]
     )
 
 
@@ -114,13 +110,13 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     if not mp.derivatives:
         return []
 
-    out = Path(settings.out)
+    store = Store(settings.out)
     sha = base["master_sha256"]
     skipped = {
         d: dict(mp.previous[(d.channel, d.output)], **base, status="skipped", error=None,
                 render_ms=0.0, decode_ms=None)
         for d in mp.derivatives
-        if d.error is None and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, out)
+        if d.error is None and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, store)
     }
     todo = [d for d in mp.derivatives if d not in skipped]
     recipes = {d.recipe_hash: d.preset for d in todo if d.error is None}
@@ -151,7 +147,7 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
             continue
         try:
             assert d.path is not None
-            write_atomic(resolve_inside(out, d.path), result.data)
+            store.write(d.path, result.data)
         except (OSError, ValueError) as exc:
             rows.append(_failed(base, d, f"cannot write {d.path}: {exc}"))
             continue

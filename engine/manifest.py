@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import posixpath
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import write_atomic
+from .store import Store
 
 MANIFEST_NAME = "manifest.parquet"
 RUNS_DIR = "_runs"  # history: one file of rows per run
@@ -50,34 +51,41 @@ def to_table(rows: list[dict]) -> pa.Table:
     return pa.table(columns, schema=SCHEMA)
 
 
-def write(out: Path, rows: list[dict]) -> Path:
-    """Write OUT/manifest.parquet atomically."""
-    return _write_parquet(out / MANIFEST_NAME, rows)
-
-
-def _write_parquet(path: Path, rows: list[dict]) -> Path:
+def _parquet(rows: list[dict]) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(to_table(rows), buffer, compression="zstd")
-    write_atomic(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
-def write_history(out: Path, run_id: str, rows: list[dict]) -> Path:
+def write(store: Store, rows: list[dict]) -> str:
+    """Write OUT/manifest.parquet atomically; returns where."""
+    store.write(MANIFEST_NAME, _parquet(rows))
+    return store.path(MANIFEST_NAME)
+
+
+def write_history(store: Store, run_id: str, rows: list[dict]) -> None:
     """OUT/_runs/<run_id>.parquet: this run's rows, kept for `fanout diff`."""
-    return _write_parquet(out / RUNS_DIR / f"{run_id}.parquet", rows)
+    store.write(f"{RUNS_DIR}/{run_id}.parquet", _parquet(rows))
 
 
-def read(out: Path) -> pa.Table:
-    return pq.read_table(out / MANIFEST_NAME)
+def read(out: Path | str) -> pa.Table:
+    data = Store(out).read(MANIFEST_NAME)
+    if data is None:
+        raise FileNotFoundError(f"{out}: no {MANIFEST_NAME}")
+    return pq.read_table(io.BytesIO(data))
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a manifest or history file; [] when there is none (a first run)."""
-    if not path.exists():
+def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[dict]:
+    """Rows of the manifest (or a history file); [] when there is none (a first run)."""
+    data = store.read(relative)
+    if data is None:
         return []
-    return pq.read_table(path).to_pylist()
+    return pq.read_table(io.BytesIO(data)).to_pylist()
 
 
-def runs(out: Path) -> list[Path]:
-    """History files, oldest first (run ids start with a UTC timestamp)."""
-    return sorted((out / RUNS_DIR).glob("*.parquet"))
+def runs(store: Store) -> list[str]:
+    """Run ids with a history file, oldest first (run ids start with a UTC timestamp)."""
+    return sorted(
+        posixpath.basename(p).removesuffix(".parquet")
+        for p in store.files_under([RUNS_DIR]) if p.endswith(".parquet")
+    )

@@ -1,29 +1,39 @@
-"""Where outputs go and how they appear: never outside OUT, always whole (atomic rename),
-with one writer at a time."""
+"""Where outputs go and how they appear: never outside OUT, always whole, one writer at a time.
+
+OUT is a local folder or any fsspec URL (s3://bucket/prefix, gs://...). Locally a file appears
+by atomic rename; in an object store a PUT is atomic already (readers see the old object or the
+new one, never part of one).
+"""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import posixpath
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
 from .errors import ConfigError
 
 LOCK_NAME = ".fanout.lock"
 TMP_SUFFIX = ".tmp"
+# An object-store lock is refreshed while its run lives; one not refreshed for this long was
+# left by a run that died, and the next run takes it over.
+REMOTE_LOCK_STALE_S = 300
+REMOTE_LOCK_BEAT_S = 60
 
 
-def resolve_inside(root: Path, relative: str) -> Path:
-    """root/relative, refusing anything that would land outside root."""
-    root = root.resolve()
-    target = (root / relative).resolve()
-    if target != root and root not in target.parents:
-        raise ValueError(f"output path {relative!r} would leave {root}")
-    return target
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -39,12 +49,101 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+class Store:
+    """OUT, local or remote, addressed by paths relative to it."""
+
+    def __init__(self, root: str | Path) -> None:
+        text = str(root)
+        if is_url(text):
+            self.fs, path = fsspec.core.url_to_fs(text)
+            self.root = path.rstrip("/")
+            self.location = text.rstrip("/")
+            self.local = False
+        else:
+            self.fs = LocalFileSystem()
+            self.root = str(Path(text).resolve())
+            self.location = self.root
+            self.local = True
+
+    def path(self, relative: str) -> str:
+        """The full path of OUT/relative, refusing anything that would land outside OUT."""
+        clean = posixpath.normpath(relative)
+        if clean.startswith("/") or clean == ".." or clean.startswith("../"):
+            raise ValueError(f"output path {relative!r} would leave {self.location}")
+        return f"{self.root}/{clean}"
+
+    def prepare(self) -> None:
+        if self.local:
+            root = Path(self.root)
+            if root.exists() and not root.is_dir():
+                raise ConfigError(f"{root}: --out must be a folder; found a file")
+            root.mkdir(parents=True, exist_ok=True)
+
+    def write(self, relative: str, data: bytes) -> None:
+        if self.local:
+            write_atomic(Path(self.path(relative)), data)
+        else:
+            self.fs.pipe_file(self.path(relative), data)
+
+    def read(self, relative: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self.path(relative))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def files_under(self, folders: Iterable[str]) -> set[str]:
+        """Relative paths of the files below OUT/<folder> for each folder (temporaries excluded)."""
+        found = set()
+        for folder in folders:
+            base = self.path(folder)
+            if not self.fs.exists(base):
+                continue
+            for path in self.fs.find(base):
+                name = posixpath.basename(path)
+                if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+                    found.add(posixpath.relpath(path, self.root))
+        return found
+
+    def remove(self, relative_paths: Iterable[str]) -> int:
+        """Delete outputs that no longer belong, and local folders left empty; returns how many."""
+        count = 0
+        for relative in relative_paths:
+            target = self.path(relative)
+            if not self.fs.isfile(target):
+                continue
+            self.fs.rm_file(target)
+            count += 1
+            if self.local:
+                parent = Path(target).parent
+                while str(parent) != self.root and not any(parent.iterdir()):
+                    parent.rmdir()
+                    parent = parent.parent
+        return count
+
+    def sweep_temporaries(self) -> int:
+        """Remove temporary files a killed run left behind (local OUT only; PUTs leave none)."""
+        if not self.local:
+            return 0
+        count = 0
+        for path in Path(self.root).rglob(f".*{TMP_SUFFIX}"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                count += 1
+        return count
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold OUT for one writer while the block runs."""
+        lock = _local_lock if self.local else _remote_lock
+        with lock(self):
+            yield
+
+
 @contextmanager
-def exclusive(out: Path) -> Iterator[None]:
-    """Hold OUT for one writer. The kernel drops the lock when the process dies (even by
-    kill -9), so a crashed run never blocks the next one."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK_NAME
+def _local_lock(store: Store) -> Iterator[None]:
+    """flock: the kernel drops it when the process dies (even by kill -9), so a crashed run
+    never blocks the next one."""
+    path = Path(store.root) / LOCK_NAME
     fh = open(path, "a+")  # noqa: SIM115 (held for the whole block)
     try:
         try:
@@ -53,7 +152,8 @@ def exclusive(out: Path) -> Iterator[None]:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             raise ConfigError(
-                f"{out}: in use by another fanout render ({holder}); wait for it to finish"
+                f"{store.location}: in use by another fanout render ({holder}); "
+                "wait for it to finish"
             ) from None
         fh.seek(0)
         fh.truncate()
@@ -64,36 +164,36 @@ def exclusive(out: Path) -> Iterator[None]:
         fh.close()
 
 
-def sweep_temporaries(out: Path) -> int:
-    """Remove temporary files a killed run left behind; returns how many."""
-    count = 0
-    for path in out.rglob(f".*{TMP_SUFFIX}"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            count += 1
-    return count
+@contextmanager
+def _remote_lock(store: Store) -> Iterator[None]:
+    """A lock object, refreshed every minute; one not refreshed for 5 minutes is taken over.
 
+    Object stores have no flock: this is best effort (two runs starting in the same second can
+    both take it), which is what a nightly scheduler that never overlaps its own runs needs.
+    """
+    me = f"pid {os.getpid()} on {socket.gethostname()} ({uuid.uuid4().hex[:8]})"
+    raw = store.read(LOCK_NAME)
+    if raw:
+        try:
+            held = json.loads(raw)
+        except ValueError:
+            held = {"holder": "unknown", "beat": 0}
+        if time.time() - float(held.get("beat", 0)) < REMOTE_LOCK_STALE_S:
+            raise ConfigError(f"{store.location}: in use by another fanout render "
+                              f"({held.get('holder')}); wait for it to finish")
+    stop = threading.Event()
 
-def files_under(out: Path, folders: Iterable[str]) -> set[str]:
-    """Relative paths of the files below OUT/<folder> for each folder (temporaries excluded)."""
-    found = set()
-    for folder in folders:
-        for path in (out / folder).rglob("*"):
-            if path.is_file() and not path.name.endswith(TMP_SUFFIX):
-                found.add(path.relative_to(out).as_posix())
-    return found
+    def beat() -> None:
+        while True:
+            store.write(LOCK_NAME, json.dumps({"holder": me, "beat": time.time()}).encode())
+            if stop.wait(REMOTE_LOCK_BEAT_S):
+                return
 
-
-def remove_files(out: Path, relative_paths: Iterable[str]) -> int:
-    """Delete outputs that no longer belong (stale), and folders left empty; returns how many."""
-    count = 0
-    for relative in relative_paths:
-        target = resolve_inside(out, relative)
-        if target.is_file():
-            target.unlink()
-            count += 1
-            parent = target.parent
-            while parent != out.resolve() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
-    return count
+    beat_thread = threading.Thread(target=beat, name="fanout-lock", daemon=True)
+    beat_thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat_thread.join()
+        store.fs.rm_file(store.path(LOCK_NAME))
