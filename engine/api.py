@@ -133,6 +133,7 @@ def render(
     keep_stale: bool = False,
     on_planned: Callable[[Plan], None] | None = None,
     on_done: Callable[[int], None] | None = None,
+    on_info: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Render what changed since the last run into OUT; write the files, the manifest and the
     run's history.
@@ -171,7 +172,7 @@ def render(
         settings = JobSettings(out=out_store.location, run_id=run_id, max_pixels=max_pixels,
                                rules=_rules(config.select(channels)))
         rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
-                            on_done)
+                            on_done, on_info)
         final, stale, orphans = _settle(previous, rows, selected, keep_stale)
         removed = [] if keep_stale else [dict(r, run_id=run_id, status="removed") for r in stale]
         manifest.write_history(out_store, run_id, rows + removed)

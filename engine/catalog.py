@@ -107,6 +107,14 @@ def _finish(masters: list[Master]) -> list[Master]:
     return out
 
 
+def _folder_master(rel: str, location: str) -> Master:
+    name = rel.rsplit("/", 1)[-1]
+    master_id = rel.rsplit(".", 1)[0] if "." in name else rel
+    problem = check_id(master_id)
+    return Master(id=master_id, path=location, product=master_id,
+                  errors=(problem,) if problem else ())
+
+
 def from_folder(root: Path, exclude: Path | None = None) -> list[Master]:
     masters = []
     exclude = exclude.resolve() if exclude is not None else None
@@ -117,16 +125,22 @@ def from_folder(root: Path, exclude: Path | None = None) -> list[Master]:
             if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
         )
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = here / name
-            rel = path.relative_to(root).as_posix()
-            master_id = rel.rsplit(".", 1)[0] if "." in name else rel
-            problem = check_id(master_id)
-            masters.append(Master(
-                id=master_id, path=str(path.resolve()), product=master_id,
-                errors=(problem,) if problem else (),
-            ))
+            if not name.startswith("."):
+                path = here / name
+                masters.append(_folder_master(path.relative_to(root).as_posix(),
+                                              str(path.resolve())))
+    return _finish(masters)
+
+
+def from_folder_url(url: str) -> list[Master]:
+    """Every object below an fsspec URL (s3://bucket/masters/) is a master."""
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    masters = []
+    for path in sorted(fs.find(root)):
+        rel = path[len(root) + 1:]
+        if not any(part.startswith(".") for part in rel.split("/")):
+            masters.append(_folder_master(rel, fs.unstrip_protocol(path)))
     return _finish(masters)
 
 
@@ -208,6 +222,8 @@ def load_catalog(location: str | Path, exclude: Path | None = None) -> list[Mast
     if "://" not in text and local.is_dir():
         return from_folder(local, exclude=exclude)
     suffix = Path(text.split("?")[0]).suffix.lower()
+    if "://" in text and suffix not in LISTING_SUFFIXES:
+        return from_folder_url(text)
     if suffix not in LISTING_SUFFIXES:
         if "://" not in text and not local.exists():
             raise ConfigError(f"{text}: catalog not found")

@@ -97,8 +97,12 @@ def _report(result: api.RunResult) -> None:
 
 
 def _render(catalog: str, out: Path, progress: bool, **options) -> int:  # noqa: ANN003
+    def info(message: str) -> None:
+        console.print(message, highlight=False, soft_wrap=True)
+
     with _progress(progress) as (planned, done):
-        result = api.render(catalog, out, on_planned=planned, on_done=done, **options)
+        result = api.render(catalog, out, on_planned=planned, on_done=done, on_info=info,
+                            **options)
     _report(result)
     return result.exit_code
 

@@ -83,6 +83,16 @@ def _broken_rules(rules: Rules | None, result: Rendered) -> list[str]:
                       lambda: pyvips.Image.new_from_buffer(result.data, ""))
 
 
+def fail_master(mp: MasterPlan, settings: JobSettings, error: str,
+                base: dict | None = None) -> list[dict]:
+    """A `failed` row for every derivative of the master (one row if it has none)."""
+    base = base or _base_row(mp, settings.run_id, None)
+    message = f"{mp.master.path}: {error}"
+    if not mp.derivatives:
+        return [_failed(base, None, message)]
+    return [_failed(base, d, message) for d in mp.derivatives]
+
+
 def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[dict]:
     """Every manifest row for one master. Failures are rows, never exceptions.
 
@@ -93,10 +103,7 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     base = _base_row(mp, settings.run_id, None)
 
     def fail_all(error: str) -> list[dict]:
-        message = f"{master.path}: {error}"
-        if not mp.derivatives:
-            return [_failed(base, None, message)]
-        return [_failed(base, d, message) for d in mp.derivatives]
+        return fail_master(mp, settings, error, base)
 
     if master.errors:
         return fail_all(master.error or "")

@@ -13,7 +13,7 @@ import dask
 from dask.callbacks import Callback
 
 from .errors import ConfigError
-from .job import JobSettings, render_master
+from .job import JobSettings, fail_master, render_master
 from .plan import MasterPlan
 from .spec.models import Preset
 
@@ -52,6 +52,7 @@ def run(
     scheduler: str = "threads",
     workers: int | None = None,
     on_done: Callable[[int], None] | None = None,
+    on_info: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Render every master; rows come back in catalog order.
 
@@ -65,7 +66,8 @@ def run(
     vips_threads = max(1, n_cores // workers)
     progress = on_done or (lambda n: None)
     if "://" in scheduler:
-        return _run_distributed(plans, presets, settings, scheduler, progress)
+        return _run_distributed(plans, presets, settings, scheduler, progress,
+                                on_info or (lambda message: None))
     if scheduler not in LOCAL_SCHEDULERS:
         raise ConfigError(
             f"--scheduler: expected one of {', '.join(LOCAL_SCHEDULERS)} or a dask.distributed "
@@ -89,22 +91,79 @@ def _run_distributed(
     settings: JobSettings,
     address: str,
     progress: Callable[[int], None],
+    on_info: Callable[[str], None],
 ) -> list[dict]:
-    from distributed import Client, as_completed
+    """Submit masters to a dask.distributed cluster, a bounded window at a time.
 
-    with Client(address) as client:
-        # A cluster's workers run one task per thread, sized to their own cores: one libvips
-        # thread per task keeps workers x threads at the cores there too.
-        futures = [
-            client.submit(_task, mp, presets, settings, 1, pure=False)
-            for mp in plans
-        ]
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list[list[dict]] = [[] for _ in futures]
-        for future in as_completed(futures):
-            results[index[future.key]] = future.result()
-            progress(1)
+    Only plain rows come back, and at most `window` tasks are in flight, so neither the client
+    nor the scheduler holds a whole large catalog's tasks at once. A master whose worker dies
+    is retried by the scheduler; after `distributed.scheduler.allowed-failures` deaths it is a
+    suspect. Innocent masters that merely shared a dying worker become suspects too, so each
+    suspect gets one more try alone, where only its own crash can stop it: one that kills its
+    worker again (a decoder that crashes on it every time) is recorded `failed`, and the run
+    goes on.
+    """
+    from distributed import Client, Future, as_completed, wait
+    from distributed.scheduler import KilledWorker
+
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as exc:
+        raise ConfigError(f"--scheduler: cannot reach {address}: {exc}") from None
+    with client:
+        threads = sum(client.nthreads().values())
+        on_info(f"cluster {address}: {len(client.nthreads())} workers, {threads} threads; "
+                f"dashboard: {client.dashboard_link}")
+        window = max(32, 4 * threads)
+        results: list[list[dict]] = [[] for _ in plans]
+        index: dict[str, int] = {}
+        pending = iter(enumerate(plans))
+
+        def submit(i: int, attempt: str = "") -> Future:
+            # One libvips thread per task: the cluster's workers run one task per thread.
+            return client.submit(_task, plans[i], presets, settings, 1, pure=False,
+                                 key=f"master-{settings.run_id}-{i}{attempt}")
+
+        def submit_next(queue: as_completed) -> None:
+            for i, _ in pending:
+                future = submit(i)
+                index[future.key] = i
+                queue.add(future)
+                return
+
+        def settle(i: int, future: Future) -> None:
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # noqa: BLE001 (one master's fault never stops the run)
+                results[i] = fail_master(plans[i], settings, f"render crashed: {exc!r}")
             future.release()
+            progress(1)
+
+        suspects: list[int] = []
+        queue = as_completed()
+        for _ in range(window):
+            submit_next(queue)
+        for future in queue:
+            i = index.pop(future.key)
+            if future.status == "error" and isinstance(future.exception(), KilledWorker):
+                suspects.append(i)
+                future.release()
+            else:
+                settle(i, future)
+            submit_next(queue)
+        for i in suspects:  # alone, one at a time
+            future = submit(i, "-alone")
+            wait([future])
+            if future.status == "error" and isinstance(future.exception(), KilledWorker):
+                results[i] = fail_master(
+                    plans[i], settings,
+                    "a worker died every time it rendered this master, also alone (a crash "
+                    "in a decoder?); gave up after the scheduler's allowed failures",
+                )
+                future.release()
+                progress(1)
+            else:
+                settle(i, future)
     return _flatten(results)
 
 

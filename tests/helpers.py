@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hashlib
+
 import numpy as np
 import pyvips
+
+from engine.manifest import read
 
 LOADERS = {"jpeg": "jpegload", "webp": "webpload", "avif": "heifload", "png": "pngload"}
 
@@ -36,3 +40,18 @@ def content_box(image: pyvips.Image, threshold: int = 24) -> tuple[int, int, int
     mask = (255 - rgb[..., :3].astype(int)).max(axis=2) > threshold
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def assert_consistent(out: Path) -> None:
+    """The manifest matches the disk exactly: every recorded file exists with its sha256, no
+    file is unrecorded, no temporary is left."""
+    rows = read(out).to_pylist()
+    recorded = {r["path"]: r["sha256"] for r in rows if r["status"] in ("ok", "skipped")}
+    for path, digest in recorded.items():
+        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest, path
+    on_disk = {
+        p.relative_to(out).as_posix() for p in out.rglob("*")
+        if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
+        and p.relative_to(out).parts[0] != "_runs"
+    }
+    assert on_disk == set(recorded)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from engine import api
 from engine.cli import main
 from engine.errors import ConfigError
 from engine.manifest import read
+from helpers import assert_consistent
 
 CHANNELS = ["email", "instagram"]
 
@@ -34,21 +34,6 @@ def write_masters(folder: Path, names: list[str], variant: int = 0) -> None:
 
 def statuses(result: api.RunResult) -> dict[tuple[str, str], str]:
     return {(r["master_id"], r["output"]): r["status"] for r in result.rows}
-
-
-def assert_consistent(out: Path) -> None:
-    """The manifest matches the disk exactly: every recorded file exists with its sha256, no
-    file is unrecorded, no temporary is left."""
-    rows = read(out).to_pylist()
-    recorded = {r["path"]: r["sha256"] for r in rows if r["status"] in ("ok", "skipped")}
-    for path, digest in recorded.items():
-        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest, path
-    on_disk = {
-        p.relative_to(out).as_posix() for p in out.rglob("*")
-        if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
-        and p.relative_to(out).parts[0] != "_runs"
-    }
-    assert on_disk == set(recorded)
 
 
 @pytest.fixture()
