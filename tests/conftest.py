@@ -19,3 +19,15 @@ def problem_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("problems") / "masters"
     problem_images.write_problem_folder(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def demo_out(tmp_path_factory: pytest.TempPathFactory):
+    """`fanout demo` run once, as a user would run it: (click result, demo folder)."""
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    folder = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(main, ["demo", "--out", str(folder)], catch_exceptions=False)
+    return result, folder

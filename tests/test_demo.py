@@ -3,12 +3,13 @@
 from click.testing import CliRunner
 
 from engine.cli import main
+from engine.publish.feeds import url_problem
 from engine.manifest import read
 from helpers import load, mean_colour
 
 
-def test_demo_renders_every_builtin_channel(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)], catch_exceptions=False)
+def test_demo_renders_every_builtin_channel(demo_out):
+    result, tmp_path = demo_out
     assert result.exit_code == 0, result.output
     for name in ("instagram", "amazon", "email", "mobile", "web", "manifest"):
         assert name in result.output
@@ -24,3 +25,18 @@ def test_demo_renders_every_builtin_channel(tmp_path):
     assert lamp.interpretation == "srgb" and lamp.bands == 3
     r, g, b = mean_colour(lamp, 0.5, 0.4, size=40)
     assert r > 170 and g > 120 and b < 90, (r, g, b)
+
+
+def test_a_google_feed_of_the_demo_lists_every_product_with_valid_urls(demo_out):
+    _, folder = demo_out
+    result = CliRunner().invoke(main, ["feed", "google", str(folder / "out"), "--base-url",
+                                       "https://cdn.example.com/demo"])
+    assert result.exit_code == 0, result.output
+    lines = [line.split("\t") for line in result.stdout.splitlines()[1:]]
+    assert sorted(line[0] for line in lines) == ["BAG-GREEN", "LAMP-YELLOW", "MUG-PURPLE",
+                                                 "SNEAKER-RED"]
+    for product, main_url, more in lines:
+        for url in [main_url, *filter(None, more.split(","))]:
+            assert url_problem(url, "jpeg") is None, url
+    sneaker = next(line for line in lines if line[0] == "SNEAKER-RED")
+    assert sneaker[2].endswith("/web/sneaker-red/side/zoom-jpeg.jpg")

@@ -91,3 +91,18 @@ def test_report_loads_offline_with_the_manifests_counts_and_working_filters(brow
     image = pyvips.Image.new_from_file(str(shot))
     assert image.deviate() > 10, "the screenshot is not blank"
     page.close()
+
+
+def test_the_demos_report_shows_every_derivative(browser, demo_out):
+    _, folder = demo_out
+    out = folder / "out"
+    rows = read(out).to_pylist()
+    page = browser.new_page()
+    page.goto(api.report(out).as_uri())
+    assert int(page.inner_text("#total-count")) == len(rows) == page.locator(
+        "figure.card").count()
+    assert int(page.inner_text("#master-count")) == len({r["master_id"] for r in rows})
+    for channel in {r["channel"] for r in rows}:
+        page.select_option("#channel-filter", channel)
+        assert int(page.inner_text("#shown-count")) == sum(r["channel"] == channel for r in rows)
+    page.close()
