@@ -16,10 +16,10 @@ from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .image.decode import DEFAULT_MAX_PIXELS  # noqa: F401 (re-exported for the CLI)
 from .job import JobSettings
 from .plan import Plan
-from .publish.feeds import Feed
 from .plan import plan as build_plan
-from .store import Store, write_atomic
+from .publish.feeds import Feed
 from .spec import Channel, Config, Rules, load_config  # noqa: F401 (load_config re-exported)
+from .store import Store, write_atomic
 
 
 def engine_id() -> str:

@@ -3,11 +3,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from problem_images import scene
 
 from engine import api
 from engine.catalog import load_catalog, sniff_kind
 from engine.errors import ConfigError
-from problem_images import scene
 
 
 def jpeg(path: Path) -> Path:

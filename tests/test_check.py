@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import problem_images as P
 import pytest
 import pyvips
 from click.testing import CliRunner
 
-import problem_images as P
 from engine import api
 from engine.cli import main
 from engine.demo import _to_image, product_shot

@@ -12,12 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import problem_images as P
+import pytest
+from helpers import assert_consistent
+
 from engine import api
 from engine.manifest import read
-from helpers import assert_consistent
 
 pytest.importorskip("moto.server", reason="pip install '.[test]'")
 pytest.importorskip("s3fs", reason="pip install '.[test]'")

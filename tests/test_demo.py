@@ -1,11 +1,11 @@
 """`fanout demo`: the README's first command, checked the way a user would check it."""
 
 from click.testing import CliRunner
+from helpers import load, mean_colour
 
 from engine.cli import main
-from engine.publish.feeds import url_problem
 from engine.manifest import read
-from helpers import load, mean_colour
+from engine.publish.feeds import url_problem
 
 
 def test_demo_renders_every_builtin_channel(demo_out):
@@ -35,7 +35,7 @@ def test_a_google_feed_of_the_demo_lists_every_product_with_valid_urls(demo_out)
     lines = [line.split("\t") for line in result.stdout.splitlines()[1:]]
     assert sorted(line[0] for line in lines) == ["BAG-GREEN", "LAMP-YELLOW", "MUG-PURPLE",
                                                  "SNEAKER-RED"]
-    for product, main_url, more in lines:
+    for _product, main_url, more in lines:
         for url in [main_url, *filter(None, more.split(","))]:
             assert url_problem(url, "jpeg") is None, url
     sneaker = next(line for line in lines if line[0] == "SNEAKER-RED")

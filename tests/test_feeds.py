@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import problem_images as P
 import pytest
 from click.testing import CliRunner
 
-import problem_images as P
 from engine import api
 from engine.cli import main
 from engine.publish.feeds import MAX_URL, URL_CHARS, file_url, url_problem

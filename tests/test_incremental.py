@@ -10,15 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import problem_images as P
 import pytest
 from click.testing import CliRunner
+from helpers import assert_consistent
 
-import problem_images as P
 from engine import api
 from engine.cli import main
 from engine.errors import ConfigError
 from engine.manifest import read
-from helpers import assert_consistent
 
 CHANNELS = ["email", "instagram"]
 

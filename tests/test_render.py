@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import problem_images as P
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from helpers import LOADERS, content_box, distance, load, mean_colour, pixels
 
-import problem_images as P
 from engine.cli import main
 from engine.manifest import read
 from engine.spec import load_config
-from helpers import LOADERS, content_box, distance, load, mean_colour, pixels
 
 CONTRACT = {
     "run_id": pa.string(), "master_id": pa.string(), "master_path": pa.string(),
@@ -66,7 +66,7 @@ def test_bad_masters_fail_alone_with_clear_errors(problem_run, problem_folder):
     assert "empty file" in reasons["empty"]
     assert "not a supported image" in reasons["notes"]
     assert "cannot decode" in reasons["truncated"]
-    for master_id, error in reasons.items():
+    for error in reasons.values():
         assert str(problem_folder) in error, "the error names the file"
     per_master = {m: sum(r["master_id"] == m for r in rows) for m in P.BAD + P.GOOD}
     assert len(set(per_master.values())) == 1, "a failed master gets a row per derivative"

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import problem_images as P
 import pytest
 
-import problem_images as P
 from engine import api
 from engine.manifest import read
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from problem_images import scene
 
 from engine import api
-from problem_images import scene
 
 
 @pytest.fixture(scope="module")
