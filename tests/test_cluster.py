@@ -91,13 +91,14 @@ def cluster(s3: str):
     with Client(address, timeout="30s") as client:
         client.wait_for_workers(2, timeout=60)
     yield address
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    for group in (procs[1:], procs[:1]):  # workers first, so none waits on a gone scheduler
+        for proc in group:
+            proc.terminate()
+        for proc in group:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def comparable(rows: list[dict]) -> list[dict]:

@@ -177,3 +177,30 @@ def test_helpers_load_is_strict(tmp_path):
 
     with pytest.raises(pyvips.Error):
         load(path).avg()
+
+
+def test_extreme_aspect_masters_fill_without_a_giant_intermediate():
+    """A 3x1000 strip covering a 9:16 frame would be 1080x360000 pixels if resized whole."""
+    import pyvips
+
+    needle = P.scene(3, 1000).jpegsave_buffer()
+    story = ImagePreset(resize=Resize(width=1080, height=1920, fit="fill", gravity="attention"),
+                        format="jpeg")
+    centre = ImagePreset(resize=Resize(width=1080, height=1080, fit="fill"), format="jpeg")
+    results, _ = render_all(needle, {"story": story, "centre": centre})
+    for name, size in (("story", (1080, 1920)), ("centre", (1080, 1080))):
+        image = pyvips.Image.new_from_buffer(results[name].data, "")
+        assert (image.width, image.height) == size
+    too_tall = ImagePreset(resize=Resize(width=600, fit="fit"), format="jpeg")
+    results, _ = render_all(needle, {"email": too_tall})
+    assert "beyond what jpeg can hold" in str(results["email"])
+
+
+def test_fill_crops_the_window_first_and_matches_resize_then_crop(tmp_path):
+    d = decoded(P.write_oriented(tmp_path, 1))
+    preset = ImagePreset(resize=Resize(width=200, height=200, fit="fill"), format="png")
+    image = load_bytes(MasterRenderer(d).render(preset).data)
+    cover = ops.resize_exact(d.image, 300, 200)
+    reference = cover.crop(50, 0, 200, 200)
+    diff = (image.cast("float") - reference.cast("float")).abs()
+    assert diff.avg() < 2.0

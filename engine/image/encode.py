@@ -25,6 +25,10 @@ def _saver(preset: ImagePreset) -> Callable[[pyvips.Image, int], bytes]:
     return lambda img, q: img.pngsave_buffer(compression=effort, keep="none")
 
 
+# The largest side each format can hold (libwebp 16383, libheif's default limit for AVIF).
+MAX_SIDE = {"jpeg": 65500, "webp": 16383, "avif": 16384, "png": 1 << 31}
+
+
 def encode(image: pyvips.Image, preset: ImagePreset) -> tuple[bytes, int]:
     """Encode once at the preset's quality; under max_bytes, search down for the best fit.
 
@@ -32,6 +36,12 @@ def encode(image: pyvips.Image, preset: ImagePreset) -> tuple[bytes, int]:
     one encode of an in-memory image, so about log2(quality - min_quality) extra encodes, and
     only when the first encode is over budget).
     """
+    limit = MAX_SIDE[preset.format]
+    if max(image.width, image.height) > limit:
+        raise MasterError(
+            f"the output would be {image.width}x{image.height}, beyond what {preset.format} "
+            f"can hold ({limit} pixels a side); the master's aspect is too extreme for this preset"
+        )
     save = _saver(preset)
     if preset.format == "jpeg" and image.hasalpha():
         raise MasterError("internal: JPEG output still has alpha")  # render flattens first

@@ -150,6 +150,12 @@ def smart_crop(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
     return image.smartcrop(width, height, interesting="attention")
 
 
+def smart_crop_offset(image: pyvips.Image, width: int, height: int) -> tuple[int, int]:
+    """Where smart_crop would cut a width x height window: its (left, top)."""
+    window = image.smartcrop(width, height, interesting="attention")
+    return -window.xoffset, -window.yoffset
+
+
 def pad(
     image: pyvips.Image,
     canvas: tuple[int, int],

@@ -11,6 +11,7 @@ Per derivative, in order (the whole pipeline, visible in one place):
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -21,7 +22,10 @@ from ..spec.models import ImagePreset, parse_colour
 from . import decode as dec
 from . import ops
 from .encode import encode
-from .geometry import PYRAMID_MIN_RATIO, Box, layout, needed_scale
+from .geometry import PYRAMID_MIN_RATIO, Box, Layout, layout, needed_scale
+
+# An attention analysis looks at no more than this many canvases' worth of pixels.
+ATTENTION_BUDGET = 4.0
 
 ENGINE_ID = f"fanout-image-1/libvips-{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
 
@@ -100,6 +104,33 @@ class MasterRenderer:
             self._trims[(key, threshold)] = ops.trim_box(self._pyramid(key).base, threshold)
         return self._trims[(key, threshold)]
 
+    def _fill(self, pyramid: Pyramid, region: Box | None, plan: Layout) -> pyvips.Image:
+        """Cover the canvas and crop: only the window that survives the crop is resized.
+
+        The window's place comes from the gravity, or from an attention analysis run on the
+        covering image, itself shrunk when it would be more than ATTENTION_BUDGET canvases
+        (a 3x1000 master covering a 9:16 frame would otherwise be 1080x360000 pixels).
+        """
+        (sw, sh), (cw, ch) = plan.scaled, plan.canvas
+        box = region or Box(0, 0, pyramid.base.width, pyramid.base.height)
+        if plan.smart_crop:
+            k = math.sqrt(sw * sh / (ATTENTION_BUDGET * cw * ch))
+            if k <= 1.0:
+                return ops.smart_crop(pyramid.scaled(region, sw, sh), cw, ch)
+            aw, ah = max(1, round(sw / k)), max(1, round(sh / k))
+            analysis = pyramid.scaled(region, aw, ah)
+            left, top = ops.smart_crop_offset(analysis, min(aw, max(1, round(cw / k))),
+                                              min(ah, max(1, round(ch / k))))
+            x, y = left * sw / aw, top * sh / ah
+        else:
+            assert plan.crop is not None
+            x, y = plan.crop.left, plan.crop.top
+        fx, fy = box.width / sw, box.height / sh
+        w, h = min(box.width, max(1, round(cw * fx))), min(box.height, max(1, round(ch * fy)))
+        left = min(box.left + box.width - w, box.left + round(x * fx))
+        top = min(box.top + box.height - h, box.top + round(y * fy))
+        return pyramid.scaled(Box(left, top, w, h), cw, ch)
+
     def render(self, preset: ImagePreset) -> Rendered:
         start = time.perf_counter()
         key = self._base_key(preset)
@@ -110,11 +141,10 @@ class MasterRenderer:
         else:
             src_w, src_h = self.decoded.width, self.decoded.height
         plan = layout(max(1, round(src_w)), max(1, round(src_h)), preset.resize)
-        image = pyramid.scaled(region, *plan.scaled)
-        if plan.crop is not None:
-            image = ops.crop(image, plan.crop)
-        elif plan.smart_crop:
-            image = ops.smart_crop(image, *plan.canvas)
+        if plan.crop is None and not plan.smart_crop:
+            image = pyramid.scaled(region, *plan.scaled)
+        else:
+            image = self._fill(pyramid, region, plan)
         image = ops.pad(image, plan.canvas, plan.offset, parse_colour(preset.background))
         data, quality = encode(image, preset)
         return Rendered(
