@@ -96,7 +96,7 @@ def _report(result: api.RunResult) -> None:
                               soft_wrap=True)
 
 
-def _render(catalog: str, out: Path, progress: bool, **options) -> int:  # noqa: ANN003
+def _render(catalog: str, out: str | Path, progress: bool, **options) -> int:  # noqa: ANN003
     def info(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True)
 
@@ -109,7 +109,8 @@ def _render(catalog: str, out: Path, progress: bool, **options) -> int:  # noqa:
 
 @main.command()
 @click.argument("catalog")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--out", required=True, metavar="OUT",
+              help="Output folder, or an fsspec URL such as s3://bucket/renders.")
 @channel_option
 @config_dir_option
 @click.option("--scheduler", default="threads", show_default=True,

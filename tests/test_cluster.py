@@ -116,8 +116,14 @@ def test_s3_catalog_to_s3_outputs_on_the_cluster_matches_a_local_run(s3, cluster
 
     remote = api.render(f"{s3}/catalog/list.csv", f"{s3}/out-cluster", channels=["email", "web"],
                         scheduler=cluster)
-    local = api.render(f"{s3}/catalog/list.csv", f"{s3}/out-local", channels=["email", "web"])
-    assert remote.exit_code == local.exit_code == 0
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    local = CliRunner().invoke(main, ["render", f"{s3}/catalog/list.csv", "--out",
+                                      f"{s3}/out-local", "--channel", "email", "--channel",
+                                      "web", "--no-progress"])
+    assert remote.exit_code == local.exit_code == 0, local.output
     cluster_rows = read(f"{s3}/out-cluster").to_pylist()
     assert comparable(cluster_rows) == comparable(read(f"{s3}/out-local").to_pylist())
     assert len(cluster_rows) == 4 * 10
