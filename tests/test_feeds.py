@@ -109,3 +109,16 @@ def test_manifest_exports_as_csv_and_json(shop):
     assert len(rows) == len(table) > 0
     assert {r["sha256"] for r in rows} == {r["sha256"] for r in table}
     assert "recipe_hash" in table[0] and "render_ms" in rows[0]
+
+
+def test_two_images_at_one_position_are_reported(shop):
+    from engine.manifest import read
+    from engine.publish.feeds import product_feed
+
+    rows = read(shop).to_pylist()
+    twin = [dict(r, master_id="bag-copy", path=r["path"].replace("bag/", "bag-copy/"))
+            for r in rows if r["master_id"] == "bag"]
+    feed = product_feed(rows + twin, "web", BASE, "google")
+    assert any("BAG-2: several images at position 0" in p and "bag-copy" in p
+               for p in feed.problems)
+    assert [i.product for i in feed.items] == ["BAG-2", "SHOE-1"]

@@ -98,12 +98,17 @@ def product_feed(
                           f"{kind} accepts ({', '.join(formats)})")
     problems: list[str] = []
     by_product: dict[str, dict[int, str]] = defaultdict(dict)
-    for r in chosen:
+    for r in sorted(chosen, key=lambda r: r["master_id"]):
         url = file_url(base_url, r["path"])
         if problem := url_problem(url, r["format"]):
             problems.append(f"product {r['product']}, master {r['master_id']}: {problem}")
             continue
-        by_product[r["product"]].setdefault(r["position"] or 0, url)
+        position = r["position"] or 0
+        if position in by_product[r["product"]]:
+            problems.append(f"product {r['product']}: several images at position {position}; "
+                            f"kept the first, left out master {r['master_id']}")
+            continue
+        by_product[r["product"]][position] = url
     videos: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         if r["status"] in PUBLISHED and r["format"] in VIDEO_FORMATS and r.get("product"):
