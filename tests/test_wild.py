@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import problem_images as P
 import pytest
 import pyvips
+from helpers import LOADERS, load, mean_colour
 
-import problem_images as P
 from engine import api
 from engine.manifest import read
-from helpers import LOADERS, load, mean_colour
 
 
 def write_wild(folder: Path) -> None:
