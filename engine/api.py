@@ -144,6 +144,8 @@ def render(
     start = time.perf_counter()
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels: expected a positive number; found {max_pixels}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: expected at least 1; found {workers}")
     out_store = Store(out)
     config = load_config(config_dir)
     selected = {c.name for c in config.select(channels)}
@@ -154,6 +156,7 @@ def render(
 
     from . import schedule  # Dask is imported only by runs that render
 
+    schedule.check_scheduler(scheduler)
     out_store.prepare()
     with out_store.exclusive():
         out_store.sweep_temporaries()

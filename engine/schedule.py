@@ -27,6 +27,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_scheduler(scheduler: str) -> None:
+    if "://" not in scheduler and scheduler not in LOCAL_SCHEDULERS:
+        raise ConfigError(
+            f"--scheduler: expected one of {', '.join(LOCAL_SCHEDULERS)} or a dask.distributed "
+            f"address like tcp://host:8786; found {scheduler!r}"
+        )
+
+
 def _task(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings,
           vips_threads: int) -> list[dict]:
     from .image.decode import configure
@@ -61,18 +69,12 @@ def run(
     """
     n_cores = cores()
     workers = workers or n_cores
-    if workers < 1:
-        raise ConfigError(f"--workers: expected at least 1; found {workers}")
     vips_threads = max(1, n_cores // workers)
     progress = on_done or (lambda n: None)
     if "://" in scheduler:
         return _run_distributed(plans, presets, settings, scheduler, progress,
                                 on_info or (lambda message: None))
-    if scheduler not in LOCAL_SCHEDULERS:
-        raise ConfigError(
-            f"--scheduler: expected one of {', '.join(LOCAL_SCHEDULERS)} or a dask.distributed "
-            f"address like tcp://host:8786; found {scheduler!r}"
-        )
+    check_scheduler(scheduler)
     if scheduler == "sync":
         workers, vips_threads = 1, n_cores
     tasks = [

@@ -185,6 +185,10 @@ def test_bad_config_exits_2_and_renders_nothing(tmp_path, problem_folder):
                ).exit_code == 2
     assert run("render", str(tmp_path / "missing"), "--out", str(out)).exit_code == 2
     assert run("render", str(problem_folder)).exit_code == 2  # no --out: usage error
+    assert run("render", str(problem_folder), "--out", str(out), "--workers", "0").exit_code == 2
+    assert run("render", str(problem_folder), "--out", str(out), "--scheduler", "gpu"
+               ).exit_code == 2
+    assert not out.exists()
 
 
 def test_plan_lists_derivatives_with_totals_without_rendering(problem_folder):
