@@ -18,7 +18,7 @@ from .job import JobSettings
 from .plan import Plan
 from .plan import plan as build_plan
 from .publish.feeds import Feed
-from .spec import Channel, Config, Rules, load_config  # noqa: F401 (load_config re-exported)
+from .spec import Channel, Rules, load_config  # noqa: F401 (load_config re-exported)
 from .store import Store, write_atomic
 
 
@@ -32,14 +32,11 @@ def plan(
     catalog: str | Path,
     channels: list[str] | tuple[str, ...] | None = None,
     config_dir: str | Path | None = None,
-    exclude: Path | None = None,
-    config: Config | None = None,
 ) -> Plan:
     """Every derivative each master needs for the chosen channels (all by default)."""
-    config = config or load_config(config_dir)
-    selected = config.select(channels)
-    masters = load_catalog(catalog, exclude=exclude)
-    return build_plan(masters, selected, config.presets, engine_id())
+    config = load_config(config_dir)
+    return build_plan(load_catalog(catalog), config.select(channels), config.presets,
+                      engine_id())
 
 
 @dataclass
@@ -148,9 +145,11 @@ def render(
         raise ConfigError(f"--workers: expected at least 1; found {workers}")
     out_store = Store(out)
     config = load_config(config_dir)
-    selected = {c.name for c in config.select(channels)}
+    chosen = config.select(channels)
+    selected = {c.name for c in chosen}
     exclude = Path(out_store.root) if out_store.local else None
-    the_plan = plan(catalog, channels, exclude=exclude, config=config)
+    the_plan = build_plan(load_catalog(catalog, exclude=exclude), chosen, config.presets,
+                          engine_id())
     if on_planned is not None:
         on_planned(the_plan)
 
@@ -173,7 +172,7 @@ def render(
                 mp.previous = by_master.get(mp.master.id, {})
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
         settings = JobSettings(out=out_store.location, run_id=run_id, max_pixels=max_pixels,
-                               rules=_rules(config.select(channels)))
+                               rules=_rules(chosen))
         rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
                             on_done, on_info)
         final, stale, orphans = _settle(previous, rows, selected, keep_stale)

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import ConfigError
+from .store import is_url
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 ROLES = ("product", "editorial")
@@ -194,8 +195,8 @@ def from_listing(location: str) -> list[Master]:
         if not path:
             errors.append(f"{where}: empty path")
             path = ""
-        elif "://" not in path and not os.path.isabs(path):
-            path = os.path.normpath(os.path.join(base, path)) if "://" not in base else (
+        elif not is_url(path) and not os.path.isabs(path):
+            path = os.path.normpath(os.path.join(base, path)) if not is_url(base) else (
                 f"{base}/{path}"
             )
         product = row.get("product") or master_id
@@ -218,20 +219,16 @@ def from_listing(location: str) -> list[Master]:
 def load_catalog(location: str | Path, exclude: Path | None = None) -> list[Master]:
     """A folder of masters or a .csv/.parquet listing (local path or fsspec URL)."""
     text = str(location)
-    local = Path(text)
-    if "://" not in text and local.is_dir():
-        return from_folder(local, exclude=exclude)
     suffix = Path(text.split("?")[0]).suffix.lower()
-    if "://" in text and suffix not in LISTING_SUFFIXES:
-        return from_folder_url(text)
+    if is_url(text):
+        return from_listing(text) if suffix in LISTING_SUFFIXES else from_folder_url(text)
+    local = Path(text)
+    if local.is_dir():
+        return from_folder(local, exclude=exclude)
+    if not local.exists():
+        raise ConfigError(f"{text}: catalog not found")
     if suffix not in LISTING_SUFFIXES:
-        if "://" not in text and not local.exists():
-            raise ConfigError(f"{text}: catalog not found")
         raise ConfigError(
             f"{text}: a catalog is a folder or a .csv/.parquet listing; found a {suffix or 'file'}"
         )
-    if "://" not in text:
-        if not local.exists():
-            raise ConfigError(f"{text}: catalog not found")
-        text = str(local.resolve())
-    return from_listing(text)
+    return from_listing(str(local.resolve()))

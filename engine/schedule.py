@@ -13,6 +13,7 @@ import dask
 from dask.callbacks import Callback
 
 from .errors import ConfigError
+from .image.decode import configure
 from .job import JobSettings, fail_master, render_master
 from .plan import MasterPlan
 from .spec.models import Preset
@@ -37,8 +38,6 @@ def check_scheduler(scheduler: str) -> None:
 
 def _task(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings,
           vips_threads: int) -> list[dict]:
-    from .image.decode import configure
-
     configure(vips_threads)
     return render_master(mp, presets, settings)
 

@@ -41,6 +41,15 @@ def content_box(image: pyvips.Image, threshold: int = 24) -> tuple[int, int, int
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def output_files(out: Path) -> set[str]:
+    """Every file under OUT but the manifest, the run history and the writer's lock."""
+    return {
+        p.relative_to(out).as_posix() for p in out.rglob("*")
+        if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
+        and p.relative_to(out).parts[0] != "_runs"
+    }
+
+
 def assert_consistent(out: Path) -> None:
     """The manifest matches the disk exactly: every recorded file exists with its sha256, no
     file is unrecorded, no temporary is left."""
@@ -48,9 +57,5 @@ def assert_consistent(out: Path) -> None:
     recorded = {r["path"]: r["sha256"] for r in rows if r["status"] in ("ok", "skipped")}
     for path, digest in recorded.items():
         assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest, path
-    on_disk = {
-        p.relative_to(out).as_posix() for p in out.rglob("*")
-        if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
-        and p.relative_to(out).parts[0] != "_runs"
-    }
+    on_disk = output_files(out)
     assert on_disk == set(recorded)

@@ -9,7 +9,7 @@ import problem_images as P
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from helpers import LOADERS, content_box, distance, load, mean_colour, pixels
+from helpers import LOADERS, content_box, distance, load, mean_colour, output_files, pixels
 
 from engine.cli import main
 from engine.manifest import read
@@ -24,15 +24,6 @@ CONTRACT = {
     "video_codec": pa.string(), "audio_codec": pa.string(), "bitrate": pa.int64(),
     "recipe_hash": pa.string(), "render_ms": pa.float64(),
 }
-
-
-def output_files(out: Path) -> set[str]:
-    """Every file under OUT but the manifest, the run history and the writer's lock."""
-    return {
-        p.relative_to(out).as_posix() for p in out.rglob("*")
-        if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
-        and p.relative_to(out).parts[0] != "_runs"
-    }
 
 
 def run(*args: str):

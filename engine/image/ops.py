@@ -26,38 +26,28 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
     goes through libvips' built-in CMYK profile; 16-bit, greyscale, Lab and the rest go through
     libvips' colourspace conversion. Alpha is kept, scaled to 8 bits.
     """
-    interpretation = image.interpretation
-    has_profile = image.get_typeof("icc-profile-data") != 0
     alpha = None
     if image.hasalpha():
-        alpha = image[image.bands - 1]
-        image = image[: image.bands - 1] if image.bands > 2 else image[0]
-        if alpha.format != "uchar":
-            alpha = (alpha * (255.0 / _max_value(alpha))).cast("uchar")
-    if has_profile:
+        alpha = _to_uchar(image[image.bands - 1])
+        image = image[: image.bands - 1]
+    image = _colour_to_srgb(image)
+    if image.bands == 1:  # grey that was already labelled sRGB
+        image = image.bandjoin([image, image])
+    image = _to_uchar(image[:SRGB_BANDS]).copy(interpretation="srgb")
+    return image if alpha is None else image.bandjoin(alpha)
+
+
+def _colour_to_srgb(image: pyvips.Image) -> pyvips.Image:
+    if image.get_typeof("icc-profile-data"):
         try:
-            image = image.icc_transform("srgb", embedded=True, depth=8)
+            return image.icc_transform("srgb", embedded=True, depth=8)
         except pyvips.Error:
-            has_profile = False  # a broken profile: fall back to the colourspace route
-    if not has_profile:
-        if interpretation == "cmyk" or (image.bands == 4 and image.interpretation == "cmyk"):
-            image = image.icc_transform("srgb", input_profile="cmyk", depth=8)
-        else:
-            if image.interpretation == "multiband" or image.interpretation not in _KNOWN_SPACES:
-                image = _guess_interpretation(image)
-            image = image.colourspace("srgb")
-    if image.bands == 1:
-        image = image.colourspace("srgb") if image.interpretation != "srgb" else image.bandjoin(
-            [image, image]
-        )
-    if image.bands > SRGB_BANDS:
-        image = image[:SRGB_BANDS]
-    if image.format != "uchar":
-        image = image.cast("uchar") if image.format in ("char", "uchar") else _to_uchar(image)
-    image = image.copy(interpretation="srgb")
-    if alpha is not None:
-        image = image.bandjoin(alpha)
-    return image
+            pass  # a broken profile: fall back to the colourspace route
+    if image.interpretation == "cmyk":
+        return image.icc_transform("srgb", input_profile="cmyk", depth=8)
+    if image.interpretation not in _KNOWN_SPACES:
+        image = _guess_interpretation(image)
+    return image.colourspace("srgb")
 
 
 _KNOWN_SPACES = frozenset(
@@ -66,15 +56,12 @@ _KNOWN_SPACES = frozenset(
 )
 
 
-def _max_value(image: pyvips.Image) -> float:
-    return {"uchar": 255.0, "char": 127.0, "ushort": 65535.0, "short": 32767.0}.get(
-        image.format, 1.0 if image.format in ("float", "double") else 65535.0
-    )
-
-
 def _to_uchar(image: pyvips.Image) -> pyvips.Image:
-    peak = _max_value(image)
-    return (image * (255.0 / peak)).cast("uchar") if peak != 255.0 else image.cast("uchar")
+    if image.format == "uchar":
+        return image
+    peak = {"char": 127.0, "ushort": 65535.0, "short": 32767.0, "float": 1.0,
+            "double": 1.0}.get(image.format, 65535.0)
+    return (image * (255.0 / peak)).cast("uchar")
 
 
 def _guess_interpretation(image: pyvips.Image) -> pyvips.Image:
@@ -92,6 +79,17 @@ def flatten(image: pyvips.Image, background: tuple[int, int, int]) -> pyvips.Ima
 
 
 TRIM_DETECT_SIZE = 1024
+
+
+def mask_box(mask: pyvips.Image, min_pixels: int = 1) -> Box | None:
+    """Bounding box of a 0/255 mask's set pixels; a row or column counts when it has at least
+    `min_pixels` of them. None when nothing is set."""
+    columns, rows = mask.project()
+    xs = np.flatnonzero(columns.numpy().reshape(-1) >= 255 * min_pixels)
+    ys = np.flatnonzero(rows.numpy().reshape(-1) >= 255 * min_pixels)
+    if xs.size == 0 or ys.size == 0:
+        return None
+    return Box(int(xs[0]), int(ys[0]), int(xs[-1] - xs[0]) + 1, int(ys[-1] - ys[0]) + 1)
 
 
 def trim_box(image: pyvips.Image, threshold: float) -> Box | None:
@@ -113,14 +111,12 @@ def trim_box(image: pyvips.Image, threshold: float) -> Box | None:
         corners = [small.getpoint(x, y) for x, y in ((0, 0), (w, 0), (0, h), (w, h))]
         background = [sum(sorted(c[b] for c in corners)[1:3]) / 2 for b in range(small.bands)]
         mask = ((small - background).abs() > threshold).bandor()
-    columns, rows = mask.project()
-    xs = np.flatnonzero(columns.numpy().reshape(-1) > 255)  # a set mask pixel is 255
-    ys = np.flatnonzero(rows.numpy().reshape(-1) > 255)
-    if xs.size == 0 or ys.size == 0:
+    found = mask_box(mask, min_pixels=2)
+    if found is None:
         return None
-    x0, y0 = max(0, (int(xs[0]) - 1) * factor), max(0, (int(ys[0]) - 1) * factor)
-    x1 = min(image.width, (int(xs[-1]) + 2) * factor)
-    y1 = min(image.height, (int(ys[-1]) + 2) * factor)
+    x0, y0 = max(0, (found.left - 1) * factor), max(0, (found.top - 1) * factor)
+    x1 = min(image.width, (found.left + found.width + 1) * factor)
+    y1 = min(image.height, (found.top + found.height + 1) * factor)
     if (x1 - x0, y1 - y0) == (image.width, image.height):
         return None
     return Box(x0, y0, x1 - x0, y1 - y0)

@@ -54,10 +54,12 @@ class Pyramid:
         self._made: dict[tuple[Box | None, int, int], pyvips.Image] = {}
 
     def scaled(self, region: Box | None, width: int, height: int) -> pyvips.Image:
+        if region is None and (width, height) == (self.base.width, self.base.height):
+            return self.base  # already in memory: no copy
         key = (region, width, height)
         if key not in self._made:
             out = self._resize(region, width, height).copy_memory()
-            if region is None and (width, height) != (self.base.width, self.base.height):
+            if region is None:
                 self.levels.append((width / self.base.width, height / self.base.height, out))
             self._made[key] = out
         return self._made[key]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pyvips
 
 from ..spec.models import Rules, parse_colour
+from . import ops
 
 # How far from the background colour a pixel must be to count as product (fill rule).
 CONTENT_THRESHOLD = 16
@@ -23,13 +23,8 @@ def needs_pixels(rules: Rules) -> bool:
 
 def _content_long_side(image: pyvips.Image, background: tuple[int, int, int]) -> int:
     rgb = image.flatten(background=list(background)) if image.hasalpha() else image
-    mask = ((rgb - list(background)).abs() > CONTENT_THRESHOLD).bandor()
-    columns, rows = mask.project()
-    xs = np.flatnonzero(columns.numpy().reshape(-1))
-    ys = np.flatnonzero(rows.numpy().reshape(-1))
-    if xs.size == 0 or ys.size == 0:
-        return 0
-    return max(int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+    box = ops.mask_box(((rgb - list(background)).abs() > CONTENT_THRESHOLD).bandor())
+    return 0 if box is None else max(box.width, box.height)
 
 
 def pixel_violations(rules: Rules, image: pyvips.Image) -> list[str]:
