@@ -13,19 +13,21 @@ from pathlib import Path
 from . import manifest
 from .catalog import load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
-from .image.decode import DEFAULT_MAX_PIXELS  # noqa: F401 (re-exported for the CLI)
+from .image.decode import DEFAULT_MAX_PIXELS
 from .job import JobSettings
-from .plan import Plan
+from .plan import Plan, expand_ladders, ladder_names
 from .plan import plan as build_plan
 from .publish.feeds import Feed
-from .spec import Channel, Rules, load_config  # noqa: F401 (load_config re-exported)
+from .spec import Channel, Rules, load_config
 from .store import Store, write_atomic
 
 
-def engine_id() -> str:
+def engine_id() -> dict[str, str]:
+    """What else decides output bytes, per kind of recipe: the libvips or FFmpeg build."""
     from .image.render import ENGINE_ID
+    from .video.render import VIDEO_ENGINE_ID
 
-    return ENGINE_ID
+    return {"image": ENGINE_ID, "video": VIDEO_ENGINE_ID}
 
 
 def plan(
@@ -88,8 +90,13 @@ def _summarise(rows: list[dict]) -> dict[str, ChannelSummary]:
     return dict(sorted(out.items()))
 
 
-def _rules(channels: Iterable[Channel]) -> dict[tuple[str, str], Rules]:
-    return {(c.name, o.name): c.rules_for(o) for c in channels for o in c.outputs}
+def _rules(channels: Iterable[Channel], presets: dict) -> dict[tuple[str, str], Rules]:
+    """(channel, output) -> its rules; each rung of a ladder is an output of its own."""
+    return {
+        (c.name, o.name if rung is None else f"{o.name}-{rung}"): c.rules_for(o)
+        for c in channels for o in c.outputs
+        for rung, _ in ladder_names(o.preset, presets[o.preset])
+    }
 
 
 def _key(row: dict) -> tuple:
@@ -172,7 +179,7 @@ def render(
                 mp.previous = by_master.get(mp.master.id, {})
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
         settings = JobSettings(out=out_store.location, run_id=run_id, max_pixels=max_pixels,
-                               rules=_rules(chosen))
+                               rules=_rules(chosen, config.presets))
         rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
                             on_done, on_info)
         final, stale, orphans = _settle(previous, rows, selected, keep_stale)
@@ -246,7 +253,8 @@ def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
     config = load_config(config_dir)
     on_disk = Store(out_path).files_under(sorted({r["channel"] for r in rows if r["channel"]}))
     checked, problems = check_tree(
-        out_path, rows, _rules(config.channels.values()), config.presets)
+        out_path, rows, _rules(config.channels.values(), config.presets),
+        expand_ladders(config.presets))
     problems += [(path, "unrecorded: no manifest row claims this file")
                  for path in sorted(on_disk - _claimed(rows))]
     return CheckResult(checked, problems)

@@ -2,14 +2,16 @@
 
 Product shots on white with margins and a soft shadow, a transparent PNG cut-out, a CMYK JPEG
 with an embedded profile, a photo stored sideways with an EXIF orientation, and an editorial
-lifestyle scene.
+lifestyle scene; and a short product video with sound.
 """
 
 from __future__ import annotations
 
 import csv
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pyvips
 
@@ -62,6 +64,86 @@ def lifestyle_scene(width: int, height: int) -> np.ndarray:
     return rgb + noise
 
 
+def product_video(
+    path: Path,
+    width: int = 640,
+    height: int = 360,
+    seconds: float = 2.0,
+    fps: int = 30,
+    *,
+    audio: bool = True,
+    flashes: tuple[float, ...] = (),
+    rotation: int = 0,
+    noise: float = 8.0,
+    codec: str = "libx264",
+    audio_codec: str = "aac",
+    container: str | None = None,
+    vfr: bool = False,
+) -> Path:
+    """A product video made in code: a coloured product turning over a gradient, film grain
+    (`noise`, so encoders have real work), white flash frames at `flashes` seconds with a beep
+    in the audio at the same instants (to check sync), a quiet hum otherwise.
+
+    `rotation` stores the pixels sideways with a display matrix, as phones do; `vfr` spaces
+    frames unevenly (variable frame rate).
+    """
+    rng = np.random.default_rng(11)
+    frames = int(round(seconds * fps))
+    coded_w, coded_h = (height, width) if rotation % 180 else (width, height)
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = coded_w, coded_h
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps * 100)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        astream = None
+        if audio:
+            astream = out.add_stream(audio_codec, rate=48000, layout="stereo")
+            if audio_codec == "vorbis":
+                astream.codec_context.options = {"strict": "experimental"}
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        base = np.stack([60 + 100 * y / height, 80 + 60 * y / height, 140 - 60 * y / height], -1)
+        pts = 0
+        for i in range(frames):
+            t = i / fps
+            cx = width * (0.3 + 0.4 * i / max(1, frames - 1))
+            body = ((x - cx) / (width * 0.12)) ** 2 + ((y - height * 0.55) / (height * 0.3)) ** 2 <= 1
+            rgb = np.where(body[..., None], [200, 40 + 100 * i / max(1, frames), 60], base)
+            rgb[: height // 8, : width // 8] = [255, 0, 0]  # a red mark at the top left
+            rgb = rgb + rng.normal(0, noise, rgb.shape)
+            if any(abs(t - f) < 0.5 / fps for f in flashes):
+                rgb[:] = 255
+            image = np.ascontiguousarray(rgb.clip(0, 255).astype(np.uint8))
+            if rotation % 360 == 90:  # displayed turned 90 counter-clockwise: store it clockwise
+                image = np.ascontiguousarray(np.rot90(image, -1))
+            elif rotation % 360 == 270:
+                image = np.ascontiguousarray(np.rot90(image, 1))
+            elif rotation % 360 == 180:
+                image = np.ascontiguousarray(image[::-1, ::-1])
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = pts
+            pts += 100 if not vfr else (60 if i % 3 == 0 else 120)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        if astream is not None:
+            rate, size = 48000, 1024
+            total = int((pts / (fps * 100)) * rate)
+            for start in range(0, total, size):
+                n = min(size, total - start)
+                t = (start + np.arange(n)) / rate
+                wave = 0.02 * np.sin(2 * np.pi * 110 * t)
+                for f in flashes:
+                    wave = np.where((t >= f) & (t < f + 0.1), 0.6 * np.sin(2 * np.pi * 880 * t), wave)
+                samples = np.stack([wave, wave]).astype(np.float32)
+                audio_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+                audio_frame.sample_rate = rate
+                audio_frame.pts = start
+                out.mux(astream.encode(audio_frame))
+            out.mux(astream.encode(None))
+    return path
+
+
 def build(folder: Path) -> Path:
     """Write the demo masters and their listing under folder; returns the listing's path."""
     masters = folder / "masters"
@@ -100,6 +182,10 @@ def build(folder: Path) -> Path:
 
     _to_image(lifestyle_scene(3000, 2000)).jpegsave(str(masters / "summer-campaign.jpg"), Q=88)
     add("campaign/summer", "summer-campaign.jpg", "campaign-summer", 0, "editorial")
+
+    # A short product video (with sound): every channel's video outputs and posters come from it.
+    product_video(masters / "sneaker-red-spin.mp4", 640, 360, seconds=2.0, flashes=(1.0,))
+    add("sneaker-red/spin", "sneaker-red-spin.mp4", "SNEAKER-RED", 9, "product")
 
     listing = folder / "catalog.csv"
     with listing.open("w", newline="") as fh:

@@ -7,17 +7,24 @@ Dask. It never raises for a bad master: every problem becomes `failed` rows.
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 import pyvips
 
 from .errors import MasterError
-from .image.render import Rendered, render_all
-from .image.rules import violations
+from .image.render import Rendered, from_image, render_all, render_decoded
+from .image.rules import video_violations, violations
 from .plan import Derivative, MasterPlan
-from .spec.models import ImagePreset, Preset, Rules
+from .spec.models import ImagePreset, Preset, Rules, VideoPreset
 from .store import Store
+from .video.probe import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
+from .video.render import VideoRendered, render_video
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class JobSettings:
     out: str
     run_id: str
     max_pixels: int
+    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS
+    max_video_s: float = DEFAULT_MAX_VIDEO_S
     rules: dict[tuple[str, str], Rules] = field(default_factory=dict)  # (channel, output) -> rules
 
 
@@ -44,10 +53,12 @@ def _failed(base: dict, d: Derivative | None, error: str) -> dict:
     return row
 
 
-def _read(path: str) -> bytes:
+@contextmanager
+def _opened(path: str) -> Iterator[BinaryIO]:
+    """The master's file, open for reading, with read errors as MasterError."""
     try:
         with fsspec.open(path, "rb") as fh:
-            return fh.read()
+            yield fh
     except FileNotFoundError:
         raise MasterError("file not found") from None
     except IsADirectoryError:
@@ -56,9 +67,18 @@ def _read(path: str) -> bytes:
         raise MasterError(f"cannot read: {exc.strerror or exc}") from None
 
 
-def _stored_sha256(store: Store, relative: str) -> str | None:
-    data = store.read(relative)
-    return None if data is None else hashlib.sha256(data).hexdigest()
+def _read(path: str) -> bytes:
+    with _opened(path) as fh:
+        return fh.read()
+
+
+def _hash(path: str) -> str:
+    """sha256 of a master read in chunks (a video may be gigabytes: never whole in memory)."""
+    digest = hashlib.sha256()
+    with _opened(path) as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _unchanged(prev: dict | None, d: Derivative, master_sha: str, store: Store) -> bool:
@@ -71,16 +91,65 @@ def _unchanged(prev: dict | None, d: Derivative, master_sha: str, store: Store) 
         and prev["recipe_hash"] == d.recipe_hash
         and prev["path"] == d.path
         and d.path is not None
-        and _stored_sha256(store, d.path) == prev["sha256"]
+        and store.sha256(d.path) == prev["sha256"]
     )
 
 
-def _broken_rules(rules: Rules | None, result: Rendered) -> list[str]:
+def _broken_rules(rules: Rules | None, result: Rendered | VideoRendered) -> list[str]:
     """The channel's rules, checked on the encoded file before it is published."""
     if rules is None:
         return []
+    if isinstance(result, VideoRendered):
+        f = result.facts
+        return (violations(rules, f.format, f.width, f.height, result.path.stat().st_size, None)
+                + video_violations(rules, f))
     return violations(rules, result.format, result.width, result.height, len(result.data),
                       lambda: pyvips.Image.new_from_buffer(result.data, ""))
+
+
+def _digest(result: Rendered | VideoRendered) -> tuple[str, int]:
+    """(sha256, bytes) of an output's encoded file."""
+    if isinstance(result, VideoRendered):
+        digest = hashlib.sha256()
+        with result.path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest(), result.path.stat().st_size
+    return hashlib.sha256(result.data).hexdigest(), len(result.data)
+
+
+def _publish(store: Store, relative: str, result: Rendered | VideoRendered) -> None:
+    if isinstance(result, VideoRendered):
+        store.write_file(relative, result.path)
+    else:
+        store.write(relative, result.data)
+
+
+def _facts(result: Rendered | VideoRendered) -> dict:
+    if isinstance(result, VideoRendered):
+        f = result.facts
+        return {"format": f.format, "width": f.width, "height": f.height, "quality": None,
+                "duration_s": round(f.duration_s, 4), "video_codec": f.video_codec,
+                "audio_codec": f.audio_codec, "bitrate": f.bitrate}
+    return {"format": result.format, "width": result.width, "height": result.height,
+            "quality": result.quality}
+
+
+def _render_video_master(
+    path: str, presets: dict[str, Preset], settings: JobSettings, workdir: Path
+) -> tuple[dict[str, Rendered | VideoRendered | MasterError], float]:
+    """One decode pass for the video recipes and the stills; stills through the image pipeline."""
+    videos = {h: p for h, p in presets.items() if isinstance(p, VideoPreset)}
+    posters = {h: p for h, p in presets.items() if isinstance(p, ImagePreset)}
+    frames = list(dict.fromkeys(p.frame for p in posters.values() if p.frame is not None))
+    with _opened(path) as fh:
+        done = render_video(fh, videos, frames, workdir, settings.max_video_pixels,
+                            settings.max_video_s)
+    results: dict[str, Rendered | VideoRendered | MasterError] = dict(done.results)
+    for frame in frames:
+        wanted = {h: p for h, p in posters.items() if p.frame == frame}
+        results.update(render_decoded(from_image(done.stills[frame]), wanted))
+    return results, done.decode_ms
 
 
 def fail_master(mp: MasterPlan, settings: JobSettings, error: str,
@@ -108,12 +177,13 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     if master.errors:
         return fail_all(master.error or "")
     try:
-        data = _read(master.path)
+        if master.kind == "video":  # streamed from its file: hashed here, decoded in one pass
+            data, base["master_sha256"] = b"", _hash(master.path)
+        else:
+            data = _read(master.path)
+            base["master_sha256"] = hashlib.sha256(data).hexdigest()
     except MasterError as exc:
         return fail_all(str(exc))
-    base["master_sha256"] = hashlib.sha256(data).hexdigest()
-    if master.kind == "video":
-        return fail_all("video masters are not supported yet (no video pipeline in this version)")
     if not mp.derivatives:
         return []
 
@@ -129,13 +199,24 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     recipes = {d.recipe_hash: d.preset for d in todo if d.error is None}
     if not recipes:
         return [skipped.get(d) or _failed(base, d, d.error or "") for d in mp.derivatives]
-    image_presets: dict[str, ImagePreset] = {h: presets[name] for h, name in recipes.items()}
+    wanted = {h: presets[name] for h, name in recipes.items()}
     try:
-        results, decode_ms = render_all(data, image_presets, settings.max_pixels)
+        if master.kind == "video":
+            with tempfile.TemporaryDirectory(prefix="fanout-video-") as work:
+                results, decode_ms = _render_video_master(master.path, wanted, settings,
+                                                          Path(work))
+                return _rows(mp, base, skipped, results, decode_ms, settings, store)
+        results, decode_ms = render_all(data, wanted, settings.max_pixels)  # type: ignore[arg-type]
     except MasterError as exc:
         return fail_all(str(exc))
+    return _rows(mp, base, skipped, results, decode_ms, settings, store)
 
-    digests: dict[str, str] = {}
+
+def _rows(mp: MasterPlan, base: dict, skipped: dict[Derivative, dict],
+          results: dict[str, Rendered | VideoRendered | MasterError], decode_ms: float,
+          settings: JobSettings, store: Store) -> list[dict]:
+    """Check, publish and describe each derivative of a rendered master."""
+    published: dict[str, tuple[str, int]] = {}  # recipe hash -> (sha256, bytes) of its file
     rows = []
     for d in mp.derivatives:
         if d in skipped:
@@ -146,7 +227,7 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
             continue
         result = results[d.recipe_hash]
         if isinstance(result, MasterError):
-            rows.append(_failed(base, d, f"{master.path}: {result}"))
+            rows.append(_failed(base, d, f"{mp.master.path}: {result}"))
             continue
         broken = _broken_rules(settings.rules.get((d.channel, d.output)), result)
         if broken:
@@ -154,16 +235,16 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
             continue
         try:
             assert d.path is not None
-            store.write(d.path, result.data)
+            _publish(store, d.path, result)
         except (OSError, ValueError) as exc:
             rows.append(_failed(base, d, f"cannot write {d.path}: {exc}"))
             continue
+        if d.recipe_hash not in published:
+            published[d.recipe_hash] = _digest(result)
+        sha, size = published[d.recipe_hash]
         rows.append(dict(
             base, channel=d.channel, output=d.output, preset=d.preset, path=d.path,
-            status="ok", error=None, format=result.format, width=result.width,
-            height=result.height, bytes=len(result.data),
-            sha256=digests.setdefault(d.recipe_hash, hashlib.sha256(result.data).hexdigest()),
-            quality=result.quality,
+            status="ok", error=None, **_facts(result), bytes=size, sha256=sha,
             recipe_hash=d.recipe_hash, render_ms=result.render_ms, decode_ms=decode_ms,
         ))
     return rows

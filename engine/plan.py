@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from .catalog import Master
-from .spec.models import Channel, Preset, recipe_hash
+from .spec.models import Channel, Preset, VideoPreset, recipe_hash
 
 
 @dataclass(frozen=True)
@@ -66,33 +66,66 @@ def output_path(channel: Channel, pattern: str, master: Master, output: str, ext
 
 
 def plan(
-    masters: list[Master], channels: list[Channel], presets: dict[str, Preset], engine_id: str
+    masters: list[Master], channels: list[Channel], presets: dict[str, Preset],
+    engine_id: dict[str, str],
 ) -> Plan:
-    hashes = {name: recipe_hash(p, engine_id) for name, p in presets.items()}
+    """`engine_id` names the image and video engines (libvips, FFmpeg builds) by kind."""
+    concrete = expand_ladders(presets)
+    hashes = {name: recipe_hash(p, _engine_for(p, engine_id)) for name, p in concrete.items()}
     plans = []
     for master in masters:
         kind = master.kind or "image"  # unrecognised content is planned as an image; decode says why
         mp = MasterPlan(master)
         for channel in channels:
             for output in channel.outputs:
-                preset = presets[output.preset]
-                if preset.kind != kind or not output.when.matches(master.role, master.position):
+                if presets[output.preset].master_kind != kind or not output.when.matches(
+                    master.role, master.position
+                ):
                     continue
-                path, error = None, None
-                if not master.errors:
-                    try:
-                        path = output_path(channel, output.path, master, output.name,
-                                           preset.extension)
-                    except ValueError as exc:
-                        error = str(exc)
-                mp.derivatives.append(Derivative(
-                    channel=channel.name, output=output.name, preset=output.preset,
-                    recipe_hash=hashes[output.preset], format=preset.format, path=path,
-                    error=error,
-                ))
+                for rung, preset_name in ladder_names(output.preset, presets[output.preset]):
+                    name = output.name if rung is None else f"{output.name}-{rung}"
+                    preset = concrete[preset_name]
+                    path, error = None, None
+                    if not master.errors:
+                        try:
+                            path = output_path(channel, output.path, master, name,
+                                               preset.extension)
+                        except ValueError as exc:
+                            error = str(exc)
+                    mp.derivatives.append(Derivative(
+                        channel=channel.name, output=name, preset=preset_name,
+                        recipe_hash=hashes[preset_name], format=preset.format, path=path,
+                        error=error,
+                    ))
         plans.append(mp)
     _mark_collisions(plans)
-    return Plan(plans, presets)
+    return Plan(plans, concrete)
+
+
+def _engine_for(preset: Preset, engine_id: dict[str, str]) -> str:
+    if isinstance(preset, VideoPreset):
+        return engine_id["video"]
+    if preset.frame is not None:  # a still of a video: both decide its bytes
+        return f"{engine_id['image']}+{engine_id['video']}"
+    return engine_id["image"]
+
+
+def ladder_names(name: str, preset: Preset) -> list[tuple[str | None, str]]:
+    """(rung, concrete preset name) for each output a preset makes: `name@rung` per ladder rung."""
+    if not isinstance(preset, VideoPreset) or preset.ladder is None:
+        return [(None, name)]
+    return [(r.name, f"{name}@{r.name}") for r in preset.ladder]
+
+
+def expand_ladders(presets: dict[str, Preset]) -> dict[str, Preset]:
+    """Every preset, with each ladder replaced by one concrete preset per rung (`name@rung`)."""
+    out: dict[str, Preset] = {}
+    for name, preset in presets.items():
+        if isinstance(preset, VideoPreset) and preset.ladder is not None:
+            out.update({f"{name}@{rung}": p for rung, p in preset.rungs()})
+        else:
+            out[name] = preset
+    return out
 
 
 def _mark_collisions(plans: list[MasterPlan]) -> None:

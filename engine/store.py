@@ -8,9 +8,11 @@ new one, never part of one).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import posixpath
+import shutil
 import socket
 import threading
 import time
@@ -84,6 +86,33 @@ class Store:
             write_atomic(Path(self.path(relative)), data)
         else:
             self.fs.pipe_file(self.path(relative), data)
+
+    def write_file(self, relative: str, local: Path) -> None:
+        """Publish a finished local file (a video) as OUT/relative, atomically."""
+        target = self.path(relative)
+        if self.local:
+            dest = Path(target)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        else:
+            self.fs.put_file(str(local), target)
+
+    def sha256(self, relative: str) -> str | None:
+        """The sha256 of OUT/relative, read in chunks; None when there is no such file."""
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(self.path(relative), "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        return digest.hexdigest()
 
     def read(self, relative: str) -> bytes | None:
         try:

@@ -9,7 +9,7 @@ import problem_images as P
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from helpers import LOADERS, content_box, distance, load, mean_colour, output_files, pixels
+from helpers import LOADERS, content_box, load, mean_colour, output_files, pixels
 
 from engine.cli import main
 from engine.manifest import read
@@ -200,30 +200,3 @@ def test_channels_lists_every_builtin_channel():
     assert result.exit_code == 0
     for name in ("instagram", "amazon", "email", "mobile", "web"):
         assert f"{name}:" in result.output
-
-
-def test_video_masters_get_failed_rows_saying_so(tmp_path):
-    import av
-
-    folder = tmp_path / "masters"
-    folder.mkdir()
-    with av.open(str(folder / "clip.mp4"), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(5):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((48, 64, 3), i * 40, dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    P.scene().jpegsave(str(folder / "still.jpg"))
-    out = tmp_path / "out"
-    result = run("render", str(folder), "--out", str(out), "--channel", "email", "--no-progress")
-    assert result.exit_code == 1
-    rows = read(out).to_pylist()
-    clip = [r for r in rows if r["master_id"] == "clip"]
-    assert clip and all(r["status"] == "failed" and "video" in r["error"] for r in clip)
-    assert clip[0]["master_kind"] == "video"
-    assert all(r["status"] == "ok" for r in rows if r["master_id"] == "still")
-    assert distance(mean_colour(load(out / "email/still/w600.jpg"), 0.25, 0.25), P.RED) < 40

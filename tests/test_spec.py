@@ -18,15 +18,22 @@ def test_builtin_channels_load_with_their_outputs():
     config = load_config()
     assert set(config.channels) >= {"instagram", "amazon", "email", "mobile", "web"}
     amazon = config.channels["amazon"]
-    assert [o.path for o in amazon.outputs] == ["{product}.MAIN.{ext}",
-                                                "{product}.PT{position:02}.{ext}"]
-    mobile = config.channels["mobile"]
-    widths = {config.presets[o.preset].resize.width for o in mobile.outputs}
-    formats = {config.presets[o.preset].format for o in mobile.outputs}
+    images = [o for o in amazon.outputs if config.presets[o.preset].master_kind == "image"]
+    assert [o.path for o in images] == ["{product}.MAIN.{ext}", "{product}.PT{position:02}.{ext}"]
+    mobile = [o for o in config.channels["mobile"].outputs
+              if config.presets[o.preset].master_kind == "image"]
+    widths = {config.presets[o.preset].resize.width for o in mobile}
+    formats = {config.presets[o.preset].format for o in mobile}
     assert widths == {320, 640, 828, 1080, 1440} and formats == {"avif", "webp", "jpeg"}
-    email = [config.presets[o.preset] for o in config.channels["email"].outputs]
+    email = [config.presets[o.preset] for o in config.channels["email"].outputs
+             if config.presets[o.preset].master_kind == "image"]
     assert [(p.resize.width, p.progressive, p.max_bytes) for p in email] == [
         (600, True, 60000), (1200, True, 150000)]
+    # every channel the video issue names has video outputs for video masters
+    for name in ("instagram", "mobile", "amazon", "email"):
+        kinds = {config.presets[o.preset].kind for o in config.channels[name].outputs
+                 if config.presets[o.preset].master_kind == "video"}
+        assert kinds == {"video", "image"}, name  # a video (or animation) and a poster
 
 
 def test_unknown_key_names_file_key_and_value(tmp_path):

@@ -5,14 +5,50 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import av
 import pyvips
 
 from ..spec.models import EXTENSIONS, Preset, Rules
+from ..video.probe import describe_output
 from .decode import vips_message
-from .rules import violations
+from .rules import video_violations, violations
 
 LOADER_FORMATS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifload_buffer": "avif",
                   "pngload_buffer": "png", "gifload_buffer": "gif"}
+
+
+def _check_video(path: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
+    """A video or animated output: decodes whole, and its facts match the manifest and rules."""
+    found = []
+    try:
+        facts = describe_output(path, row["format"])
+        if row["format"] in ("mp4", "webm"):
+            with av.open(str(path)) as container:
+                for _ in container.decode(video=0):
+                    pass
+    except (av.FFmpegError, pyvips.Error, IndexError, ValueError) as exc:
+        return [f"decode: not a readable {row['format']} ({exc})"]
+    if not row["path"].endswith("." + EXTENSIONS[row["format"]]):
+        found.append(f"extension: {row['path']} does not match its format {row['format']}")
+    if (facts.width, facts.height) != (row["width"], row["height"]):
+        found.append(f"size: expected {row['width']}x{row['height']}, "
+                     f"found {facts.width}x{facts.height}")
+    if row["duration_s"] is not None and abs(facts.duration_s - row["duration_s"]) > 0.01:
+        found.append(f"duration: expected {row['duration_s']:.3f} s, "
+                     f"found {facts.duration_s:.3f} s")
+    if (facts.video_codec, facts.audio_codec) != (row["video_codec"], row["audio_codec"]):
+        found.append(f"codecs: expected {row['video_codec']}/{row['audio_codec']}, "
+                     f"found {facts.video_codec}/{facts.audio_codec}")
+    box = preset.resize if preset is not None else None
+    if box is not None and box.fit in ("fill", "pad") and (facts.width, facts.height) != (
+        box.width, box.height
+    ):
+        found.append(f"size: preset {row['preset']} makes {box.width}x{box.height}, "
+                     f"found {facts.width}x{facts.height}")
+    if rules is not None:
+        found += violations(rules, row["format"], facts.width, facts.height,
+                            path.stat().st_size, None) + video_violations(rules, facts)
+    return found
 
 
 def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
@@ -28,6 +64,8 @@ def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None)
                      "(changed since it was rendered)")
     if len(data) != row["bytes"]:
         found.append(f"bytes: expected {row['bytes']}, found {len(data)}")
+    if row.get("duration_s") is not None:  # a video, or an animation made from one
+        return found + _check_video(path, row, rules, preset)
     try:
         image = pyvips.Image.new_from_buffer(data, "", fail_on="truncated")
         image.avg()  # decode every pixel: truncated or corrupt data fails here

@@ -93,6 +93,27 @@ def layout(src_w: int, src_h: int, resize: Resize) -> Layout:
     return Layout(size, None, False, size, (0, 0))
 
 
+def _even(value: int) -> int:
+    return max(2, value - value % 2)
+
+
+def video_layout(src_w: int, src_h: int, resize: Resize) -> Layout:
+    """`layout` for 4:2:0 video: every size and offset even (an odd side is rounded down)."""
+    plan = layout(src_w, src_h, resize)
+    if resize.fit in ("fit", "limit"):
+        size = (_even(plan.scaled[0]), _even(plan.scaled[1]))
+        return Layout(size, None, False, size, (0, 0))
+    if resize.fit == "pad":
+        inner = (_even(plan.scaled[0]), _even(plan.scaled[1]))
+        cw, ch = plan.canvas
+        offset = ((cw - inner[0]) // 4 * 2, (ch - inner[1]) // 4 * 2)
+        return Layout(inner, None, False, plan.canvas, offset)
+    crop = plan.crop
+    if crop is not None:
+        crop = Box(crop.left - crop.left % 2, crop.top - crop.top % 2, crop.width, crop.height)
+    return Layout(plan.scaled, crop, False, plan.canvas, (0, 0))
+
+
 def needed_scale(src_w: int, src_h: int, resize: Resize, trims: bool) -> float:
     """The scale of the whole master a derivative needs, so decode can shrink on load.
 

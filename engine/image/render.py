@@ -181,6 +181,19 @@ def render_all(
     start = time.perf_counter()
     decoded = decode_for(data, list(presets.values()), max_pixels)
     decode_ms = (time.perf_counter() - start) * 1000
+    return render_decoded(decoded, presets), decode_ms
+
+
+def from_image(image: pyvips.Image) -> dec.Decoded:
+    """An upright 8-bit sRGB image already in memory (a video still) as a decoded master."""
+    return dec.Decoded(image=image, source_format="video-frame", width=image.width,
+                       height=image.height, scale=1.0, pages=1)
+
+
+def render_decoded(
+    decoded: dec.Decoded, presets: dict[str, ImagePreset]
+) -> dict[str, Rendered | MasterError]:
+    """Each recipe from one decoded master; a recipe that fails gets its MasterError."""
     renderer = MasterRenderer(decoded)
     order = sorted(
         presets.items(),
@@ -194,4 +207,4 @@ def render_all(
             results[recipe] = exc
         except pyvips.Error as exc:
             results[recipe] = MasterError(f"render failed: {dec.vips_message(exc)}")
-    return results, decode_ms
+    return results

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pyvips
 
 from ..spec.models import Rules, parse_colour
+from ..video.probe import VideoFacts
 from . import ops
 
 # How far from the background colour a pixel must be to count as product (fill rule).
@@ -58,9 +59,12 @@ def violations(
     width: int,
     height: int,
     size: int,
-    pixels: Callable[[], pyvips.Image],
+    pixels: Callable[[], pyvips.Image] | None,
 ) -> list[str]:
-    """Every rule of `rules` the output breaks, as 'rule: expected ..., found ...' lines."""
+    """Every rule of `rules` the output breaks, as 'rule: expected ..., found ...' lines.
+
+    `pixels` is None for a video output: background, fill and colour rules are image rules.
+    """
     found = []
     long_side = max(width, height)
     if rules.formats is not None and fmt not in rules.formats:
@@ -81,6 +85,27 @@ def violations(
         found.append(f"max_aspect: expected <= {rules.max_aspect}, found {aspect:.3f}")
     if rules.max_bytes is not None and size > rules.max_bytes:
         found.append(f"max_bytes: expected <= {rules.max_bytes}, found {size}")
-    if needs_pixels(rules):
+    if pixels is not None and needs_pixels(rules):
         found += pixel_violations(rules, pixels())
+    return found
+
+
+def video_violations(rules: Rules, facts: VideoFacts) -> list[str]:
+    """The video rules (codecs, bitrate, duration, frame rate) a written video breaks."""
+    found = []
+    if rules.codecs is not None and facts.video_codec is not None and (
+        facts.video_codec not in rules.codecs
+    ):
+        found.append(f"codecs: expected one of {', '.join(rules.codecs)}, "
+                     f"found {facts.video_codec}")
+    if rules.max_bitrate_kbps is not None and facts.bitrate is not None and (
+        facts.bitrate > rules.max_bitrate_kbps * 1000
+    ):
+        found.append(f"max_bitrate_kbps: expected <= {rules.max_bitrate_kbps}, "
+                     f"found {facts.bitrate / 1000:.0f}")
+    if rules.max_duration_s is not None and facts.duration_s > rules.max_duration_s + 0.05:
+        found.append(f"max_duration_s: expected <= {rules.max_duration_s}, "
+                     f"found {facts.duration_s:.2f}")
+    if rules.max_fps is not None and facts.fps is not None and facts.fps > rules.max_fps * 1.01:
+        found.append(f"max_fps: expected <= {rules.max_fps}, found {facts.fps:.2f}")
     return found

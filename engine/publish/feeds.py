@@ -159,9 +159,11 @@ AMAZON_NAME = re.compile(r"^(?P<sku>.+)\.(?P<slot>MAIN|PT0[1-8]|SWCH)\.(?P<ext>[
 def amazon_package(rows: list[dict], out: Path, target: Path, channel: str = "amazon") -> list[str]:
     """Amazon's files (SKU.MAIN.jpg, SKU.PT01.jpg ...) plus listing.csv, as a folder or a .zip.
 
-    Returns the problems (files whose names do not follow the convention are left out).
+    Returns the problems (files whose names do not follow the convention are left out). Product
+    videos and their posters are uploaded through Amazon's video flow, not this package.
     """
-    rows = [r for r in rows if r["channel"] == channel and r["status"] in PUBLISHED]
+    rows = [r for r in rows if r["channel"] == channel and r["status"] in PUBLISHED
+            and r["master_kind"] != "video"]
     if not rows:
         raise ConfigError(f"no rendered images in channel {channel!r} of this manifest")
     problems, entries = [], []

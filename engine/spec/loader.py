@@ -12,12 +12,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from ..errors import ConfigError
-from .models import Channel, Preset
-
-_PRESET = TypeAdapter(Preset)
+from .models import PRESET_KINDS, Channel, Preset, Rules, VideoPreset
 
 
 @dataclass(frozen=True)
@@ -90,8 +88,13 @@ def _load_presets(folder: Path, presets: dict[str, Preset], sources: dict[str, s
                     f"{path}: {name}: expected a table [{name}] describing a preset; "
                     f"found {table!r}"
                 )
+            kind = table.get("kind", "image")
+            if kind not in PRESET_KINDS:
+                raise ConfigError(
+                    f"{path}: {name}.kind: expected one of {sorted(PRESET_KINDS)}; found {kind!r}"
+                )
             try:
-                presets[name] = _PRESET.validate_python(table)
+                presets[name] = PRESET_KINDS[kind].model_validate(table)
             except ValidationError as exc:
                 raise ConfigError(f"{path}: " + "; ".join(_describe(exc, (name,)))) from None
             sources[f"preset:{name}"] = str(path)
@@ -122,6 +125,8 @@ def _check_channel(channel: Channel, presets: dict[str, Preset], source: str) ->
                 f"which no presets/*.toml defines"
             )
         rules = channel.rules_for(output)
+        if preset.kind == "video":
+            _check_video(preset, rules, f"{where}.preset", output.preset)
         if rules.formats is not None and preset.format not in rules.formats:
             raise ConfigError(
                 f"{where}.preset: channel rules allow formats {rules.formats}; "
@@ -140,6 +145,8 @@ def _check_channel(channel: Channel, presets: dict[str, Preset], source: str) ->
                 f"{where}.preset: channel rules allow a long side of at most "
                 f"{rules.max_long_side}; preset {output.preset!r} makes {long_side}"
             )
+        if preset.kind == "video":
+            continue  # byte limits, background and fill are checked on the rendered video
         if rules.max_bytes and (preset.max_bytes is None or preset.max_bytes > rules.max_bytes):
             raise ConfigError(
                 f"{where}.preset: channel rules allow at most {rules.max_bytes} bytes; preset "
@@ -164,6 +171,33 @@ def _check_channel(channel: Channel, presets: dict[str, Preset], source: str) ->
                 f"{rules.min_fill}; preset {output.preset!r} has fill_ratio "
                 f"{preset.resize.fill_ratio}"
             )
+
+
+def _check_video(preset: VideoPreset, rules: Rules, where: str, name: str) -> None:
+    """A video preset against the rules it must meet, as far as the recipe decides them."""
+    codec = preset.effective_codec
+    if rules.codecs is not None and codec is not None and codec not in rules.codecs:
+        raise ConfigError(f"{where}: channel rules allow codecs {rules.codecs}; "
+                          f"preset {name!r} makes {codec!r}")
+    if rules.max_fps is not None and (preset.fps_max is None or preset.fps_max > rules.max_fps):
+        raise ConfigError(f"{where}: channel rules allow at most {rules.max_fps} fps; preset "
+                          f"{name!r} needs fps_max <= {rules.max_fps} (found {preset.fps_max})")
+    if rules.max_duration_s is not None and (
+        preset.max_duration_s is None or preset.max_duration_s > rules.max_duration_s
+    ):
+        raise ConfigError(
+            f"{where}: channel rules allow at most {rules.max_duration_s} s; preset {name!r} "
+            f"needs max_duration_s <= {rules.max_duration_s} (found {preset.max_duration_s})"
+        )
+    if rules.max_bitrate_kbps is not None:
+        for _, rung in preset.rungs():
+            cap = rung.maxrate_kbps or rung.bitrate_kbps
+            if cap is None or cap > rules.max_bitrate_kbps:
+                raise ConfigError(
+                    f"{where}: channel rules allow at most {rules.max_bitrate_kbps} kbps; "
+                    f"preset {name!r} needs maxrate_kbps (or bitrate_kbps) <= "
+                    f"{rules.max_bitrate_kbps} (found {cap})"
+                )
 
 
 def load_config(config_dir: Path | str | None = None) -> Config:

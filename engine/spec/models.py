@@ -17,8 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{6})$")
 
 ImageFormat = Literal["jpeg", "webp", "avif", "png"]
+# Video outputs: MP4 (H.264, HEVC, AV1), WebM (VP9, AV1), and short animated previews (GIF, WebP).
+VideoFormat = Literal["mp4", "webm", "gif", "webp"]
+AnyFormat = Literal["jpeg", "webp", "avif", "png", "gif", "mp4", "webm"]
+VideoCodec = Literal["h264", "hevc", "vp9", "av1"]
 FORMATS_WITH_ALPHA: frozenset[str] = frozenset({"webp", "avif", "png"})
-EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
+EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png",
+                              "gif": "gif", "mp4": "mp4", "webm": "webm"}
 # Sensible defaults per format; a preset may override quality and effort.
 DEFAULT_QUALITY: dict[str, int] = {"jpeg": 85, "webp": 80, "avif": 55, "png": 100}
 # Effort is chosen deliberately. AVIF (libaom via libheif), measured here on a 1440x960 photo,
@@ -87,8 +92,16 @@ class ImagePreset(Strict):
     max_bytes: Annotated[int, Field(ge=256)] | None = None
     min_quality: Annotated[int, Field(ge=1, le=100)] = 40
     keep_alpha: bool = True
+    # Set on a poster or thumbnail recipe: the image is a frame of a video master (at this many
+    # seconds, or "best": a representative frame, not black, not blurred), not an image master.
+    frame: Annotated[float, Field(ge=0)] | Literal["best"] | None = None
 
     _check_bg = field_validator("background")(_check_colour)
+
+    @property
+    def master_kind(self) -> str:
+        """The kind of master this recipe applies to."""
+        return "image" if self.frame is None else "video"
 
     @model_validator(mode="after")
     def _consistent(self) -> ImagePreset:
@@ -129,7 +142,172 @@ class ImagePreset(Strict):
         return data
 
 
-Preset = ImagePreset
+# Default constant-quality settings per codec (ffmpeg's defaults for x264/x265; the usual
+# starting points for VP9 and SVT-AV1), and encoder speed presets (see STACK.md).
+DEFAULT_CRF: dict[str, int] = {"h264": 23, "hevc": 28, "vp9": 32, "av1": 35}
+DEFAULT_SPEED: dict[str, str] = {"h264": "fast", "hevc": "fast", "vp9": "4", "av1": "8"}
+VIDEO_CODECS_FOR: dict[str, tuple[str, ...]] = {
+    "mp4": ("h264", "hevc", "av1"), "webm": ("vp9", "av1"), "gif": (), "webp": (),
+}
+AUDIO_FOR: dict[str, tuple[str, ...]] = {
+    "mp4": ("aac", "none"), "webm": ("opus", "none"), "gif": ("none",), "webp": ("none",),
+}
+ANIMATED_FORMATS = frozenset({"gif", "webp"})
+# An animated preview is held in memory frame by frame: keep it short.
+MAX_ANIMATION_FRAMES = 300
+
+
+class Rung(Strict):
+    """One rung of a bitrate ladder: its own frame box and bitrate; the rest comes from the preset."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+    width: Annotated[int, Field(ge=2, le=8192)] | None = None
+    height: Annotated[int, Field(ge=2, le=8192)] | None = None
+    bitrate_kbps: Annotated[int, Field(ge=16)]
+    maxrate_kbps: Annotated[int, Field(ge=16)] | None = None
+    bufsize_kbps: Annotated[int, Field(ge=16)] | None = None
+
+
+class VideoPreset(Strict):
+    """A named video recipe: frame size and fit, codec, rate control, fps cap, trim, audio."""
+
+    kind: Literal["video"]
+    description: str = ""
+    resize: Resize
+    background: str = "#000000"
+    format: VideoFormat = "mp4"
+    codec: VideoCodec | None = None  # default per format: mp4 h264, webm vp9
+    crf: Annotated[int, Field(ge=0, le=63)] | None = None
+    bitrate_kbps: Annotated[int, Field(ge=16)] | None = None
+    maxrate_kbps: Annotated[int, Field(ge=16)] | None = None
+    bufsize_kbps: Annotated[int, Field(ge=16)] | None = None
+    speed: str | None = None  # x264/x265 preset name, or VP9 cpu-used / SVT-AV1 preset number
+    fps_max: Annotated[float, Field(gt=0, le=240)] | None = None
+    start_s: Annotated[float, Field(ge=0)] = 0.0
+    max_duration_s: Annotated[float, Field(gt=0)] | None = None
+    keyframe_s: Annotated[float, Field(gt=0, le=20)] = 2.0
+    audio: Literal["aac", "opus", "none"] | None = None  # default per format: aac, opus, none
+    audio_bitrate_kbps: Annotated[int, Field(ge=16, le=512)] = 128
+    audio_sample_rate: Literal[44100, 48000] = 48000
+    quality: Annotated[int, Field(ge=1, le=100)] = 75  # animated WebP only
+    ladder: Annotated[list[Rung], Field(min_length=1)] | None = None
+
+    _check_bg = field_validator("background")(_check_colour)
+
+    @property
+    def master_kind(self) -> str:
+        return "video"
+
+    @property
+    def animated(self) -> bool:
+        return self.format in ANIMATED_FORMATS
+
+    @property
+    def effective_codec(self) -> str | None:
+        if self.animated:
+            return None
+        return self.codec or VIDEO_CODECS_FOR[self.format][0]
+
+    @property
+    def effective_audio(self) -> str:
+        return self.audio or AUDIO_FOR[self.format][0]
+
+    @property
+    def effective_crf(self) -> int | None:
+        if self.animated or self.bitrate_kbps is not None:
+            return None
+        return self.crf if self.crf is not None else DEFAULT_CRF[self.effective_codec or "h264"]
+
+    @property
+    def effective_speed(self) -> str | None:
+        if self.animated:
+            return None
+        return self.speed or DEFAULT_SPEED[self.effective_codec or "h264"]
+
+    @property
+    def effective_bufsize_kbps(self) -> int | None:
+        if self.maxrate_kbps is None:
+            return self.bufsize_kbps
+        return self.bufsize_kbps or 2 * self.maxrate_kbps
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VideoPreset:
+        fmt = self.format
+        if self.codec is not None and self.codec not in VIDEO_CODECS_FOR[fmt]:
+            allowed = list(VIDEO_CODECS_FOR[fmt]) or "none (an animated image has no codec)"
+            raise ValueError(f"codec {self.codec!r} does not go in {fmt}; allowed: {allowed}")
+        if self.audio is not None and self.audio not in AUDIO_FOR[fmt]:
+            raise ValueError(f"audio {self.audio!r} does not go in {fmt}; "
+                             f"allowed: {list(AUDIO_FOR[fmt])}")
+        if self.resize.gravity == "attention":
+            raise ValueError("gravity 'attention' is for images; a video crop takes a fixed "
+                             "gravity (centre, north, ...)")
+        for w, h in ([(self.resize.width, self.resize.height)]
+                     + [(r.width, r.height) for r in self.ladder or []]):
+            if any(v is not None and v % 2 for v in (w, h)):
+                raise ValueError(f"video frame sizes must be even (4:2:0), found {w}x{h}")
+        if self.start_s and self.effective_audio != "none":
+            raise ValueError("start_s (a clip from inside the video) needs audio = 'none'")
+        if self.crf is not None and self.bitrate_kbps is not None:
+            raise ValueError("set crf (constant quality) or bitrate_kbps (average), not both")
+        if self.bufsize_kbps is not None and self.maxrate_kbps is None:
+            raise ValueError("bufsize_kbps needs maxrate_kbps")
+        if self.animated:
+            if self.fps_max is None or self.max_duration_s is None:
+                raise ValueError(f"an animated {fmt} needs fps_max and max_duration_s")
+            if self.fps_max * self.max_duration_s > MAX_ANIMATION_FRAMES:
+                raise ValueError(f"an animated {fmt} may hold at most {MAX_ANIMATION_FRAMES} "
+                                 "frames (fps_max x max_duration_s)")
+            if any(v is not None for v in (self.crf, self.bitrate_kbps, self.maxrate_kbps,
+                                           self.ladder)):
+                raise ValueError(f"an animated {fmt} takes no crf, bitrate or ladder")
+        if self.ladder is not None:
+            if self.bitrate_kbps is not None or self.crf is not None:
+                raise ValueError("a ladder sets bitrate_kbps per rung; not on the preset too")
+            names = [r.name for r in self.ladder]
+            if len(set(names)) != len(names):
+                raise ValueError(f"ladder rung names must be unique, found {names}")
+            if self.resize.fit in ("fill", "pad") and any(
+                r.width is None or r.height is None for r in self.ladder
+            ):
+                raise ValueError(f"fit = {self.resize.fit!r} needs width and height on every rung")
+        return self
+
+    def rungs(self) -> list[tuple[str | None, VideoPreset]]:
+        """(rung name, concrete preset) for each rung of a ladder, or [(None, self)]."""
+        if self.ladder is None:
+            return [(None, self)]
+        out = []
+        for rung in self.ladder:
+            resize = self.resize.model_copy(update={"width": rung.width, "height": rung.height})
+            out.append((rung.name, self.model_copy(update={
+                "ladder": None, "resize": resize, "bitrate_kbps": rung.bitrate_kbps,
+                "maxrate_kbps": rung.maxrate_kbps, "bufsize_kbps": rung.bufsize_kbps,
+            })))
+        return out
+
+    def audio_key(self) -> tuple | None:
+        """What decides the encoded audio: outputs with one key share one audio encode."""
+        if self.effective_audio == "none":
+            return None
+        return (self.effective_audio, self.audio_bitrate_kbps, self.audio_sample_rate,
+                self.start_s, self.max_duration_s)
+
+    def recipe(self) -> dict:
+        data = self.model_dump(exclude={"description"})
+        data.update(codec=self.effective_codec, audio=self.effective_audio, crf=self.effective_crf,
+                    speed=self.effective_speed, bufsize_kbps=self.effective_bufsize_kbps)
+        return data
+
+
+Preset = ImagePreset | VideoPreset
+PRESET_KINDS: dict[str, type[ImagePreset | VideoPreset]] = {
+    "image": ImagePreset, "video": VideoPreset,
+}
 
 
 class When(Strict):
@@ -197,7 +375,7 @@ class Rules(Strict):
     """What a channel (or one of its outputs) accepts: checked against each preset at load time,
     on every encoded file before it is written, and by `fanout check`."""
 
-    formats: list[ImageFormat] | None = None
+    formats: list[AnyFormat] | None = None
     min_long_side: Annotated[int, Field(ge=1)] | None = None
     max_long_side: Annotated[int, Field(ge=1)] | None = None
     min_width: Annotated[int, Field(ge=1)] | None = None
@@ -208,6 +386,11 @@ class Rules(Strict):
     min_aspect: Annotated[float, Field(gt=0)] | None = None  # width / height
     max_aspect: Annotated[float, Field(gt=0)] | None = None
     colour: Literal["srgb"] = "srgb"
+    # Video outputs only (image rules above such as background and min_fill apply to images).
+    codecs: list[VideoCodec] | None = None
+    max_bitrate_kbps: Annotated[int, Field(ge=1)] | None = None
+    max_duration_s: Annotated[float, Field(gt=0)] | None = None
+    max_fps: Annotated[float, Field(gt=0)] | None = None
 
     def merged(self, override: Rules | None) -> Rules:
         """These rules with an output's own rules on top."""
