@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -10,12 +11,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from . import manifest
 from .catalog import load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .image.decode import DEFAULT_MAX_PIXELS
 from .job import JobSettings
-from .plan import Plan, expand_ladders, ladder_names
+from .plan import MasterPlan, Plan, expand_ladders, ladder_names
 from .plan import plan as build_plan
 from .publish.feeds import Feed
 from .spec import Channel, Rules, load_config
@@ -53,41 +57,50 @@ class ChannelSummary:
 
 @dataclass
 class RunResult:
+    """What a run did. The rows themselves are in the run's history file, not in memory."""
+
     run_id: str
     out: str  # a local folder or an fsspec URL
     manifest_path: str
-    rows: list[dict]  # this run's rows (rows of channels not selected are carried, not listed)
     wall_s: float
+    failed: list[dict] = field(default_factory=list)  # this run's failed rows
     removed: list[dict] = field(default_factory=list)  # stale rows whose files were deleted
     kept_stale: int = 0
     channels: dict[str, ChannelSummary] = field(default_factory=dict)
 
     @property
-    def failed(self) -> list[dict]:
-        return [r for r in self.rows if r["status"] == "failed"]
+    def rows(self) -> list[dict]:
+        """This run's rows (rows of channels not selected are carried, not listed), read back
+        from OUT/_runs/<run_id>.parquet."""
+        history = manifest.read_rows(Store(self.out), f"{manifest.RUNS_DIR}/{self.run_id}.parquet")
+        return [r for r in history if r["status"] != "removed"]
 
     @property
     def skipped(self) -> int:
-        return sum(r["status"] == "skipped" for r in self.rows)
+        return sum(s.skipped for s in self.channels.values())
 
     @property
     def exit_code(self) -> int:
         return EXIT_FAILURES if self.failed else EXIT_OK
 
 
-def _summarise(rows: list[dict]) -> dict[str, ChannelSummary]:
-    out: dict[str, ChannelSummary] = {}
+def _summarise(rows: list[dict], out: dict[str, ChannelSummary] | None = None,
+               failed: list[dict] | None = None) -> dict[str, ChannelSummary]:
+    """Per-channel counts of `rows`, added to `out`; failed rows also go to `failed`."""
+    out = {} if out is None else out
     for row in rows:
         s = out.setdefault(row.get("channel") or "(none)", ChannelSummary())
         s.derivatives += 1
         if row["status"] == "failed":
             s.failed += 1
+            if failed is not None:
+                failed.append(row)
         else:
             s.ok += row["status"] == "ok"
             s.skipped += row["status"] == "skipped"
             s.bytes += row.get("bytes") or 0
             s.seconds += (row.get("render_ms") or 0.0) / 1000
-    return dict(sorted(out.items()))
+    return out
 
 
 def _rules(channels: Iterable[Channel], presets: dict) -> dict[tuple[str, str], Rules]:
@@ -103,22 +116,56 @@ def _key(row: dict) -> tuple:
     return (row["master_id"], row.get("channel"), row.get("output"))
 
 
-def _settle(
-    previous: list[dict], rows: list[dict], channels: set[str], keep_stale: bool
-) -> tuple[list[dict], list[dict], list[str]]:
-    """The manifest after this run, the stale rows, and the files no row claims any more.
+@dataclass
+class _Settled:
+    carried: pa.Table  # rows of channels this run did not render
+    stale: pa.Table  # rows of rendered channels that this run did not produce
+    orphans: list[str]  # files no row claims any more
+
+
+def _settle(previous: pa.Table, spool: manifest.Spool, channels: set[str],
+            keep_stale: bool) -> _Settled:
+    """Sort the previous manifest against this run's rows, in Arrow (no row dicts).
 
     Rows of channels this run did not render are carried unchanged. A previous row of a rendered
     channel that this run did not produce is stale (its master left the catalog, or its output
-    left the channel): dropped with its file, or carried with --keep-stale.
+    left the channel): dropped with its file, or carried with --keep-stale. A row without a
+    channel is a master-level failure: every run states it afresh.
     """
-    current = {_key(r) for r in rows}
-    # A row without a channel is a master-level failure: every run states it afresh.
-    carried = [r for r in previous if r["channel"] is not None and r["channel"] not in channels]
-    stale = [r for r in previous if r["channel"] in channels and _key(r) not in current]
-    final = carried + (stale if keep_stale else []) + rows
-    orphans = sorted({r["path"] for r in previous if r["path"]} - _claimed(final))
-    return final, stale, orphans
+    chosen = pc.fill_null(pc.is_in(previous.column("channel"),
+                                   value_set=pa.array(sorted(channels), pa.string())), False)
+    carried = previous.filter(pc.and_(pc.is_valid(previous.column("channel")), pc.invert(chosen)))
+    mine = previous.filter(chosen)
+    new = spool.table(["master_id", "channel", "output", "path", "status"])
+    stale = mine.filter(pc.invert(pc.fill_null(
+        pc.is_in(manifest.row_keys(mine), value_set=manifest.row_keys(new).combine_chunks()),
+        False)))
+    kept = [carried, stale] if keep_stale else [carried]
+    claimed = pa.concat_arrays([
+        manifest.claimed_paths(t).combine_chunks() for t in (*kept, new)
+    ] or [pa.array([], pa.string())])
+    paths = pc.unique(previous.column("path").drop_null().combine_chunks())
+    orphans = paths.filter(pc.invert(pc.is_in(paths, value_set=claimed))).to_pylist()
+    return _Settled(carried, stale, sorted(orphans))
+
+
+def _previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPlan], None]:
+    """Attaches to a master, when it is submitted, the rows a previous run recorded for it."""
+    chosen = pc.fill_null(pc.is_in(previous.column("channel"),
+                                   value_set=pa.array(sorted(channels), pa.string())), False)
+    mine = previous.filter(chosen)
+    groups = (mine.append_column("_row", pa.array(range(mine.num_rows), pa.int64()))
+              .group_by("master_id").aggregate([("_row", "list")]))
+    where = {m: i for i, m in enumerate(groups.column("master_id").to_pylist())}
+    lists = groups.column("_row_list")
+
+    def prepare(mp: MasterPlan) -> None:
+        i = where.get(mp.master.id)
+        if i is not None:
+            rows = mine.take(lists[i].values).to_pylist()
+            mp.previous = {(r["channel"], r["output"]): r for r in rows}
+
+    return prepare
 
 
 def _claimed(rows: list[dict]) -> set[str]:
@@ -166,32 +213,49 @@ def render(
     out_store.prepare()
     with out_store.exclusive():
         out_store.sweep_temporaries()
-        previous = manifest.read_rows(out_store)
-        if previous:  # files a killed run wrote but never recorded: OUT must match its manifest
+        previous = manifest.read_table(out_store)
+        if previous.num_rows:  # files a killed run wrote but never recorded: OUT must match
             on_disk = out_store.files_under(sorted(config.channels))
-            out_store.remove(sorted(on_disk - _claimed(previous)))
-        if not force:
-            by_master: dict[str, dict] = {}
-            for row in previous:
-                if row["channel"] in selected:
-                    by_master.setdefault(row["master_id"], {})[(row["channel"], row["output"])] = row
-            for mp in the_plan.masters:
-                mp.previous = by_master.get(mp.master.id, {})
+            recorded = set(manifest.claimed_paths(previous).to_pylist())
+            out_store.remove(sorted(on_disk - recorded))
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
         settings = JobSettings(out=out_store.location, run_id=run_id, max_pixels=max_pixels,
                                rules=_rules(chosen, config.presets))
-        rows = schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
-                            on_done, on_info)
-        final, stale, orphans = _settle(previous, rows, selected, keep_stale)
-        removed = [] if keep_stale else [dict(r, run_id=run_id, status="removed") for r in stale]
-        manifest.write_history(out_store, run_id, rows + removed)
-        manifest_path = manifest.write(out_store, final)
-        out_store.remove(orphans)  # after the manifest; a crash in between leaves
+        summary: dict[str, ChannelSummary] = {}
+        failed: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="fanout-run-") as tmp:
+            spool = manifest.Spool(Path(tmp))
+
+            def on_rows(rows: list[dict]) -> None:
+                spool.add(rows)
+                _summarise(rows, summary, failed)
+
+            schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
+                         on_done, on_info, on_rows=on_rows,
+                         prepare=_previous_index(previous, selected) if not force and (
+                             previous.num_rows) else None)
+            spool.close()
+            settled = _settle(previous, spool, selected, keep_stale)
+            stale = settled.stale
+            removed = stale.drop_columns(["run_id", "status"])
+            removed = removed.add_column(0, "run_id", pa.array([run_id] * stale.num_rows,
+                                                               pa.string()))
+            removed = manifest.conform(removed.append_column(
+                "status", pa.array(["removed"] * stale.num_rows, pa.string())))
+            rows = spool.in_order([mp.master.id for mp in the_plan.masters])
+            manifest.write_parts(out_store, f"{manifest.RUNS_DIR}/{run_id}.parquet",
+                                 [rows, *([] if keep_stale else [removed])])
+            manifest_path = manifest.write_parts(
+                out_store, manifest.MANIFEST_NAME,
+                [settled.carried, *([stale] if keep_stale else []), rows])
+            del rows
+        out_store.remove(settled.orphans)  # after the manifest; a crash in between leaves
         # unrecorded files, which the next run's sweep above removes
     return RunResult(
-        run_id=run_id, out=out_store.location, manifest_path=manifest_path, rows=rows,
-        wall_s=time.perf_counter() - start, removed=[] if keep_stale else stale,
-        kept_stale=len(stale) if keep_stale else 0, channels=_summarise(rows),
+        run_id=run_id, out=out_store.location, manifest_path=manifest_path,
+        wall_s=time.perf_counter() - start, failed=failed,
+        removed=[] if keep_stale else stale.to_pylist(),
+        kept_stale=stale.num_rows if keep_stale else 0, channels=dict(sorted(summary.items())),
     )
 
 

@@ -156,7 +156,7 @@ def _read_listing(location: str, kind: str) -> pa.Table:
                         strings_can_be_null=True,
                     ),
                 )
-            return pq.read_table(fh)
+            return pq.read_table(fh, use_threads=False)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ConfigError(f"{location}: cannot read catalog listing: {exc}") from None
 

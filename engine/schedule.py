@@ -7,7 +7,7 @@ comes back is plain manifest rows (a pyvips image never crosses a task boundary)
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import dask
 from dask.callbacks import Callback
@@ -19,6 +19,9 @@ from .plan import MasterPlan
 from .spec.models import Preset
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+# Masters handed to the local scheduler at once: enough to keep every worker busy (a slow
+# master holds one worker while the others go on), few enough that rows stream out.
+LOCAL_WINDOW = 64
 
 
 def cores() -> int:
@@ -52,6 +55,10 @@ class _Progress(Callback):
             self._on_done(1)
 
 
+def _no_prepare(mp: MasterPlan) -> None:
+    return None
+
+
 def run(
     plans: list[MasterPlan],
     presets: dict[str, Preset],
@@ -60,30 +67,51 @@ def run(
     workers: int | None = None,
     on_done: Callable[[int], None] | None = None,
     on_info: Callable[[str], None] | None = None,
+    on_rows: Callable[[list[dict]], None] | None = None,
+    prepare: Callable[[MasterPlan], None] | None = None,
 ) -> list[dict]:
-    """Render every master; rows come back in catalog order.
+    """Render every master.
+
+    Rows go to `on_rows` as masters finish (in catalog order locally), and only a bounded
+    window of masters is in flight, so a huge catalog's results never sit in memory at once;
+    without `on_rows`, every row is returned. `prepare(master)` runs just before a master is
+    submitted (to attach what a previous run recorded for it), and the master's previous rows
+    are dropped again once it is done.
 
     Local runs size themselves to the machine: `workers` tasks at once (default: one per core)
     and libvips threads per task so that workers x threads matches the cores.
     """
+    collected: list[dict] = []
+    sink = on_rows or collected.extend
+    prepare = prepare or _no_prepare
     n_cores = cores()
     workers = workers or n_cores
     vips_threads = max(1, n_cores // workers)
     progress = on_done or (lambda n: None)
     if "://" in scheduler:
-        return _run_distributed(plans, presets, settings, scheduler, progress,
-                                on_info or (lambda message: None))
+        _run_distributed(plans, presets, settings, scheduler, progress,
+                         on_info or (lambda message: None), sink, prepare)
+        return collected
     check_scheduler(scheduler)
     if scheduler == "sync":
         workers, vips_threads = 1, n_cores
-    tasks = [
-        dask.delayed(_task, pure=False, name=f"master-{i}")(mp, presets, settings, vips_threads)
-        for i, mp in enumerate(plans)
-    ]
-    keys = {t.key for t in tasks}
-    with _Progress(progress, keys):
-        results = dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
-    return _flatten(results)
+    window = max(LOCAL_WINDOW, 16 * workers)
+    for start in range(0, len(plans), window):
+        chunk = plans[start:start + window]
+        for mp in chunk:
+            prepare(mp)
+        tasks = [
+            dask.delayed(_task, pure=False, name=f"master-{start + i}")(
+                mp, presets, settings, vips_threads)
+            for i, mp in enumerate(chunk)
+        ]
+        keys = {t.key for t in tasks}
+        with _Progress(progress, keys):
+            results = dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
+        for mp, rows in zip(chunk, results, strict=True):
+            mp.previous = {}
+            sink(rows)
+    return collected
 
 
 def _run_distributed(
@@ -93,7 +121,9 @@ def _run_distributed(
     address: str,
     progress: Callable[[int], None],
     on_info: Callable[[str], None],
-) -> list[dict]:
+    sink: Callable[[list[dict]], None],
+    prepare: Callable[[MasterPlan], None],
+) -> None:
     """Submit masters to a dask.distributed cluster, a bounded window at a time.
 
     Only plain rows come back, and at most `window` tasks are in flight, so neither the client
@@ -116,12 +146,12 @@ def _run_distributed(
         on_info(f"cluster {address}: {len(client.nthreads())} workers, {threads} threads; "
                 f"dashboard: {client.dashboard_link}")
         window = max(32, 4 * threads)
-        results: list[list[dict]] = [[] for _ in plans]
         index: dict[str, int] = {}
         pending = iter(enumerate(plans))
 
         def submit(i: int, attempt: str = "") -> Future:
             # One libvips thread per task: the cluster's workers run one task per thread.
+            prepare(plans[i])
             return client.submit(_task, plans[i], presets, settings, 1, pure=False,
                                  key=f"master-{settings.run_id}-{i}{attempt}")
 
@@ -134,10 +164,15 @@ def _run_distributed(
 
         def settle(i: int, future: Future) -> None:
             try:
-                results[i] = future.result()
+                rows = future.result()
             except Exception as exc:  # noqa: BLE001 (one master's fault never stops the run)
-                results[i] = fail_master(plans[i], settings, f"render crashed: {exc!r}")
+                rows = fail_master(plans[i], settings, f"render crashed: {exc!r}")
             future.release()
+            finish(i, rows)
+
+        def finish(i: int, rows: list[dict]) -> None:
+            plans[i].previous = {}
+            sink(rows)
             progress(1)
 
         suspects: list[int] = []
@@ -156,17 +191,11 @@ def _run_distributed(
             future = submit(i, "-alone")
             wait([future])
             if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                results[i] = fail_master(
+                future.release()
+                finish(i, fail_master(
                     plans[i], settings,
                     "a worker died every time it rendered this master, also alone (a crash "
                     "in a decoder?); gave up after the scheduler's allowed failures",
-                )
-                future.release()
-                progress(1)
+                ))
             else:
                 settle(i, future)
-    return _flatten(results)
-
-
-def _flatten(results: Iterable[list[dict]]) -> list[dict]:
-    return [row for rows in results for row in rows]

@@ -84,6 +84,8 @@ def cluster(s3: str):
     for _ in range(2):
         procs.append(subprocess.Popen(
             [str(bin_dir / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+             # a task past the limit would pause or restart its worker and fail its master
+             "--memory-limit", "1GiB",
              "--no-dashboard", "--preload", str(TESTS / "cluster_preload.py")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     from distributed import Client

@@ -1,0 +1,77 @@
+"""A task's memory stays bounded: measured as the peak resident size of a fresh process.
+
+Each case renders in its own Python process (so earlier tests cannot hide or inflate its peak)
+and reads ru_maxrss at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyvips
+
+from engine.demo import product_video
+
+SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    from engine import api
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import pyvips, av  # libraries loaded: count only what rendering adds
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = api.render(sys.argv[1], sys.argv[2], channels=sys.argv[3].split(","),
+                        scheduler="sync", config_dir=sys.argv[4] if len(sys.argv) > 4 else None)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"exit": result.exit_code, "before_mb": before / 1024,
+                      "peak_mb": peak / 1024, "rows": len(result.rows)}))
+""")
+
+
+def peak(catalog: Path, out: Path, channels: str, *config: Path) -> dict:
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(catalog), str(out), channels,
+                           *map(str, config)],
+                          capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_huge_jpeg_is_never_decoded_at_full_size(tmp_path):
+    """A 12000x9000 (108 MP, 324 MB as 8-bit RGB) master for 600/1200 wide email images:
+    shrink-on-load decodes it at 1/4, so the peak stays far below one full-size copy."""
+    folder = tmp_path / "masters"
+    folder.mkdir()
+    big = pyvips.Image.xyz(12000, 9000)[0].cast("uchar").bandjoin([64, 128])
+    big = big.copy(interpretation="srgb")
+    big.jpegsave(str(folder / "huge.jpg"), Q=70)
+    stats = peak(folder, tmp_path / "out", "email")
+    assert stats["exit"] == 0 and stats["rows"] == 2
+    full_copy_mb = 12000 * 9000 * 3 / 2**20
+    assert stats["peak_mb"] - stats["before_mb"] < full_copy_mb / 2, stats
+
+
+def test_video_memory_does_not_grow_with_duration(tmp_path):
+    """Frames stream through the pass: a clip three times longer peaks at about the same size
+    (both long enough to fill the encoders' look-ahead, which is bounded)."""
+    config = tmp_path / "config"
+    (config / "presets").mkdir(parents=True)
+    (config / "channels").mkdir()
+    (config / "presets" / "small.toml").write_text(
+        '[s1]\nkind = "video"\nresize = { width = 320, height = 180, fit = "fill" }\n'
+        'speed = "ultrafast"\n'
+        '[s2]\nkind = "video"\nresize = { width = 160, fit = "fit" }\nspeed = "ultrafast"\n'
+        '[p]\nframe = "best"\nresize = { width = 200, fit = "fit" }\nformat = "jpeg"\n')
+    (config / "channels" / "small.toml").write_text(
+        'name = "small"\n[[outputs]]\nname = "a"\npreset = "s1"\n'
+        '[[outputs]]\nname = "b"\npreset = "s2"\n[[outputs]]\nname = "c"\npreset = "p"\n')
+    peaks = {}
+    for seconds in (4.0, 12.0):
+        folder = tmp_path / f"m{seconds:g}"
+        folder.mkdir()
+        product_video(folder / "clip.mp4", 640, 360, seconds=seconds, noise=2)
+        stats = peak(folder, tmp_path / f"out{seconds:g}", "small", config)
+        assert stats["exit"] == 0 and stats["rows"] == 3
+        peaks[seconds] = stats["peak_mb"] - stats["before_mb"]
+    # 8 s more of 640x360 frames held anywhere would be 80 MB or more (240 x 0.35 MB)
+    assert peaks[12.0] - peaks[4.0] < 30, peaks
