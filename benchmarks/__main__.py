@@ -1,0 +1,313 @@
+"""Every comparison in one run, on one machine: fanout against sharp, ImageMagick, naive pyvips
+and the ffmpeg command line, on identical outputs.
+
+    python -m benchmarks           # the full set; writes benchmarks/results/RESULTS.md and .png
+    python -m benchmarks --quick   # a reduced set (under 3 minutes); prints one JSON object
+
+Workloads:
+  a. sharp's published task: a 2725x2225 JPEG to 720x588 (Lanczos 3), JPEG quality 80, in
+     operations per second at each contender's best parallelism (1 or one per core);
+  b. a catalog job: masters (JPEG and PNG, 2.6 to 24 MP, product shots and lifestyle scenes)
+     through every built-in channel's image outputs;
+  c. a video job: 1080p 30 fps masters through every built-in MP4/WebM video output.
+Peers are installed here (npm for sharp, apt for ImageMagick and ffmpeg) or skipped, with the
+reason printed. Ratios above 1 mean fanout is faster, except video_vs_ffmpeg_split and
+overhead_pct, where lower is better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyvips
+
+from engine.image.decode import configure
+from engine.image.render import render_all
+from engine.spec.models import ImagePreset, Resize
+
+from . import naive_vs_engine as naive
+from . import peers
+from . import video_vs_ffmpeg as video
+
+RESULTS = Path(__file__).parent / "results"
+TASK_SIZE, TASK_OUT = (2725, 2225), (720, 588)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3), "runs": [round(v, 3) for v in values]}
+
+
+# a. sharp's task -------------------------------------------------------------------------
+
+def task_master() -> Path:
+    path = peers.WORK / "task-2725x2225.jpg"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from engine.demo import _to_image, lifestyle_scene
+
+        _to_image(lifestyle_scene(*TASK_SIZE)).jpegsave(str(path), Q=90)
+    return path
+
+
+def ops_per_s(op, count: int, workers: int) -> float:  # noqa: ANN001 (a callable)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda _: op(), range(count)))
+    return count / (time.perf_counter() - start)
+
+
+def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> dict:
+    master = task_master()
+    preset = ImagePreset(resize=Resize(width=TASK_OUT[0], height=TASK_OUT[1], fit="fill"),
+                         format="jpeg", quality=80, progressive=False)
+    n = cores()
+    results: dict[str, dict] = {}
+
+    def engine_op() -> None:
+        out = render_all(master.read_bytes(), {"t": preset})[0]["t"]
+        assert (out.width, out.height) == TASK_OUT
+
+    def naive_op() -> None:
+        image = pyvips.Image.thumbnail(str(master), TASK_OUT[0], height=TASK_OUT[1], size="force")
+        image.jpegsave_buffer(Q=80, optimize_coding=True, keep="none")
+
+    for name, op in (("engine", engine_op), ("naive-pyvips", naive_op)):
+        best = []
+        for _ in range(repeat):
+            rates = []
+            for workers in sorted({1, n}):
+                configure(max(1, n // workers))
+                rates.append(ops_per_s(op, count, workers))
+            best.append(max(rates))
+        results[name] = summary(best)
+    if sharp is not None:
+        spec = {"task": {"master": str(master), "width": TASK_OUT[0], "height": TASK_OUT[1],
+                         "quality": 80}, "count": count}
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sharp"] = summary([
+                max(peers.run_sharp(sharp, spec, Path(tmp), c)["ops_per_s"] for c in {1, n})
+                for _ in range(repeat)])
+    if convert is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            def im_op() -> None:
+                subprocess.run([convert, str(master), "-filter", "Lanczos", "-resize",
+                                f"{TASK_OUT[0]}x{TASK_OUT[1]}!", "-strip", "-quality", "80",
+                                f"{tmp}/out.jpg"], check=True, capture_output=True,
+                               env=dict(os.environ, MAGICK_THREAD_LIMIT="1"))
+            results["imagemagick"] = summary([
+                max(ops_per_s(im_op, max(4, count // 4), w) for w in {1, n})
+                for _ in range(repeat)])
+    configure(1)
+    return results
+
+
+# b. the catalog job ----------------------------------------------------------------------
+
+def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) -> dict:
+    configure(1)
+    listing = naive.build_catalog(naive.WORK / f"catalog-{masters}", masters)
+    jobs = peers.image_jobs(listing)
+    n = cores()
+    times: dict[str, list[float]] = {"engine": [], "naive-pyvips": []}
+    if sharp is not None:
+        times["sharp"] = []
+    if convert is not None:
+        times["imagemagick"] = []
+    fairness: dict[str, dict] = {}
+    overhead: list[float] = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            from engine import api
+
+            start = time.perf_counter()
+            result = api.render(listing, root / "engine", workers=n)
+            wall = time.perf_counter() - start
+            times["engine"].append(wall)
+            rows = result.rows
+            assert not result.failed, result.failed[:1]
+            overhead.append(engine_overhead(rows, wall, n))
+            ours = peers.engine_files(jobs, root / "engine", rows)
+            times["naive-pyvips"].append(naive.run_naive(listing, None, root / "naive", n)[0])
+            if sharp is not None:
+                times["sharp"].append(peers.run_sharp(sharp, jobs, root / "sharp", n)["seconds"])
+                fairness["sharp"] = peers.compare(jobs, ours, root / "sharp")
+            if convert is not None:
+                times["imagemagick"].append(
+                    peers.run_imagemagick(convert, jobs, root / "imagemagick", n))
+                fairness["imagemagick"] = peers.compare(jobs, ours, root / "imagemagick")
+    derivatives = sum(len(j["outputs"]) for j in jobs)
+    return {"masters": masters, "distinct_recipes": derivatives,
+            "derivatives": len(rows), "seconds": {k: summary(v) for k, v in times.items()},
+            "fairness": fairness, "overhead_pct": summary(overhead)}
+
+
+def engine_overhead(rows: list[dict], wall: float, workers: int) -> float:
+    """Share of the workers' wall time spent outside decode, resize and encode calls."""
+    decode = {r["master_id"]: r["decode_ms"] or 0.0 for r in rows if r["status"] == "ok"}
+    render = {(r["master_id"], r["recipe_hash"]): r["render_ms"] or 0.0
+              for r in rows if r["status"] == "ok"}
+    busy = (sum(decode.values()) + sum(render.values())) / 1000
+    return round(100 * max(0.0, 1 - busy / (wall * workers)), 2)
+
+
+# c. video ------------------------------------------------------------------------------------
+
+def video_job(masters: int, seconds: float, repeat: int) -> dict | str:
+    ffmpeg = video.ensure_ffmpeg()
+    if ffmpeg is None:
+        return "skipped: the ffmpeg command line is not installed and cannot be (not root)"
+    return video.measure(video.build_masters(masters, seconds), repeat, ffmpeg)
+
+
+# report --------------------------------------------------------------------------------------
+
+def ratios(report: dict) -> dict:
+    a, b, c = report["task"], report["catalog"]["seconds"], report["video"]
+    med = {k: v["median"] for k, v in b.items()}
+
+    def ratio(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else round(x / y, 3)
+
+    return {
+        "sharp_task_ratio": ratio(a["engine"]["median"], a.get("sharp", {}).get("median")),
+        "catalog_vs_sharp": ratio(med.get("sharp"), med["engine"]),
+        "catalog_vs_naive": ratio(med["naive-pyvips"], med["engine"]),
+        "catalog_vs_imagemagick": ratio(med.get("imagemagick"), med["engine"]),
+        "video_vs_ffmpeg_split": c["engine_vs_split"] if isinstance(c, dict) else None,
+        "overhead_pct": report["catalog"]["overhead_pct"]["median"],
+    }
+
+
+def write_results(report: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    r, cat = report["ratios"], report["catalog"]
+    lines = [
+        "# fanout against its peers, one run on one machine",
+        "",
+        f"Machine: {report['machine']}. Command: `python -m benchmarks`. Date: {report['date']}.",
+        f"Peers: {', '.join(report['peers'])}.",
+        "",
+        "## a. sharp's task (2725x2225 JPEG to 720x588, Lanczos 3, JPEG q80), operations/s",
+        "",
+        "| contender | median | min-max | fanout / contender |",
+        "|---|---|---|---|",
+    ]
+    for name, s in report["task"].items():
+        rel = report["task"]["engine"]["median"] / s["median"]
+        lines.append(f"| {name} | {s['median']:.1f} | {s['min']:.1f}-{s['max']:.1f} | "
+                     f"{rel:.2f}x |")
+    lines += [
+        "",
+        (f"## b. catalog job: {cat['masters']} masters, {cat['derivatives']} derivatives "
+         f"({cat['distinct_recipes']} distinct recipes), every built-in channel's image outputs"),
+        "",
+        "| contender | median s | min-max s | contender / fanout |",
+        "|---|---|---|---|",
+    ]
+    engine_s = cat["seconds"]["engine"]["median"]
+    for name, s in cat["seconds"].items():
+        lines.append(f"| {name} | {s['median']:.2f} | {s['min']:.2f}-{s['max']:.2f} | "
+                     f"{s['median'] / engine_s:.2f}x |")
+    lines += ["", "Fairness (outputs compared one by one with fanout's):", ""]
+    for name, f in cat["fairness"].items():
+        lines.append(f"- {name}: {f['same_size_and_format']}/{f['outputs']} same size and "
+                     f"format; bytes median ratio {f['bytes_ratio_median']}, within 15%: "
+                     f"{f['bytes_within_15pct']}; differences: {f['differ'] or 'none'}")
+    lines.append(f"- engine overhead (wall time of the workers outside decode/resize/encode): "
+                 f"{cat['overhead_pct']['median']}%")
+    v = report["video"]
+    lines += ["", "## c. video job: 1080p 30 fps masters, every built-in MP4/WebM output", ""]
+    if isinstance(v, dict):
+        lines += ["| contender | median s | runs |", "|---|---|---|"]
+        for name, med in v["median_s"].items():
+            lines.append(f"| {name} | {med:.2f} | {v['seconds'][name]} |")
+        lines += ["", (f"{v['masters']} master(s) x {v['outputs_per_master']} outputs; "
+                       f"bytes: {v['bytes']}; {v['ffmpeg']}.")]
+    else:
+        lines.append(v)
+    lines += ["", "## Ratios", "", "```json", json.dumps(r, indent=2), "```", "",
+              "![chart](chart.png)", ""]
+    (RESULTS / "RESULTS.md").write_text("\n".join(lines))
+    chart(report)
+
+
+def chart(report: dict) -> None:
+    """Bars of every contender's cost relative to fanout's (1.0 = fanout), drawn with libvips."""
+    groups = [("catalog s", {k: v["median"] for k, v in report["catalog"]["seconds"].items()})]
+    if isinstance(report["video"], dict):
+        groups.append(("video s", report["video"]["median_s"]))
+    groups.append(("task s/op", {k: 1 / v["median"] for k, v in report["task"].items()}))
+    bars = [(f"{g}: {name}", t / times["engine"]) for g, times in groups
+            for name, t in times.items()]
+    width, row = 900, 30
+    image = pyvips.Image.black(width, row * len(bars) + 50, bands=3) + 255
+    scale = (width - 320) / max(v for _, v in bars)
+
+    def label(canvas: pyvips.Image, text: str, x: int, y: int) -> pyvips.Image:
+        mask = pyvips.Image.text(text, dpi=72)
+        ink = mask.ifthenelse([0, 0, 0], [255, 255, 255], blend=True)
+        return canvas.draw_image(ink, x, y)
+
+    image = label(image, "cost relative to fanout (fanout = 1.00; longer bars are slower)", 5, 10)
+    for i, (name, value) in enumerate(bars):
+        y = 40 + i * row
+        colour = [40, 110, 200] if name.endswith("engine") else [210, 120, 40]
+        image = image.draw_rect(colour, 300, y, max(2, int(value * scale)), row - 8, fill=True)
+        image = label(image, f"{name}  {value:.2f}", 5, y + 4)
+    image.cast("uchar").pngsave(str(RESULTS / "chart.png"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced set, under 3 minutes")
+    parser.add_argument("--masters", type=int, default=40, help="catalog job size (full run)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per contender (full run)")
+    parser.add_argument("--video-seconds", type=float, default=4.0, help="video master length")
+    args = parser.parse_args()
+    quick = args.quick
+    sharp, sharp_why = peers.setup_sharp()
+    convert, im_why = peers.setup_imagemagick()
+    for what, why in ((sharp, sharp_why), (convert, im_why)):
+        if what is None:
+            print(f"skipped: {why}", flush=True)
+    report: dict = {
+        "machine": f"{platform.machine()}, {cores()} cores, Python {platform.python_version()}, "
+                   f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
+        "date": time.strftime("%Y-%m-%d"),
+        "peers": [why for what, why in ((sharp, sharp_why), (convert, im_why)) if what],
+    }
+    repeat = 1 if quick else args.repeat
+    report["task"] = task(40 if quick else 200, repeat, sharp, convert)
+    report["catalog"] = catalog(3 if quick else args.masters, repeat, sharp, convert)
+    report["video"] = video_job(1, 1.0 if quick else args.video_seconds, repeat)
+    report["ratios"] = ratios(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "last-run.json").write_text(json.dumps(report, indent=2) + "\n")
+    if quick:
+        print(json.dumps(report["ratios"]))
+        return
+    write_results(report)
+    print(json.dumps(report["ratios"], indent=2))
+    print(f"results: {RESULTS / 'RESULTS.md'}")
+    shutil.rmtree(peers.WORK / "tmp", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

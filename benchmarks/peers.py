@@ -1,0 +1,188 @@
+"""The image peers, set up and driven: sharp (Node) and ImageMagick, on the engine's recipes.
+
+Each contender gets the same work: for every master, every distinct image recipe of every
+built-in channel (the engine renders a recipe shared by two channels once, and so do they),
+with the same sizes, fits, formats and quality settings. The peers are handed the recipes, not
+the engine's decisions: sharp trims, smart-crops (its `attention` strategy) and searches byte
+budgets itself; ImageMagick trims and uses its own `jpeg:extent` budget, and crops by gravity
+(it has no attention crop, so it does less work there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyvips
+
+from engine import api
+from engine.spec.models import ImagePreset
+
+WORK = Path(__file__).parent / "work"
+SHARP_VERSION = "0.34.5"
+GRAVITY_IM = {"centre": "center", "north": "north", "south": "south", "east": "east",
+              "west": "west", "north-east": "northeast", "north-west": "northwest",
+              "south-east": "southeast", "south-west": "southwest", "attention": "center"}
+
+
+def setup_sharp() -> tuple[Path | None, str]:
+    """sharp installed with npm under benchmarks/work/node; (module path, or None and why)."""
+    module = WORK / "node" / "node_modules" / "sharp"
+    if not module.exists():
+        if shutil.which("npm") is None:
+            return None, "npm is not installed (sharp needs Node.js and npm)"
+        done = subprocess.run(["npm", "install", "--prefix", str(WORK / "node"),
+                               f"sharp@{SHARP_VERSION}"], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0 or not module.exists():
+            return None, f"npm install sharp failed: {done.stderr.strip()[-300:]}"
+    return module, f"sharp {SHARP_VERSION}"
+
+
+def setup_imagemagick() -> tuple[str | None, str]:
+    """ImageMagick's `convert` (installed with apt when root); (path, or None and why)."""
+    def real() -> str | None:
+        found = shutil.which("convert")
+        if found is None:
+            return None
+        out = subprocess.run([found, "-version"], capture_output=True, text=True, check=False)
+        return found if "ImageMagick" in out.stdout.split("\n")[0] else None
+
+    found = real()
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "imagemagick"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        found = real()
+    if found is None:
+        return None, "ImageMagick is not installed and cannot be (not root, or no apt-get)"
+    version = subprocess.run([found, "-version"], capture_output=True, text=True, check=False)
+    return found, version.stdout.split("\n")[0].removeprefix("Version: ")
+
+
+def recipe_spec(name: str, preset: ImagePreset) -> dict:
+    r = preset.resize
+    return {
+        "name": name, "trim": preset.trim.threshold if preset.trim else None, "fit": r.fit,
+        "width": r.width, "height": r.height, "gravity": r.gravity, "fill_ratio": r.fill_ratio,
+        "background": preset.background, "format": preset.format,
+        "quality": preset.effective_quality, "effort": preset.effective_effort,
+        "progressive": preset.progressive, "max_bytes": preset.max_bytes,
+        "min_quality": preset.min_quality, "keep_alpha": preset.keep_alpha,
+    }
+
+
+def image_jobs(listing: Path) -> list[dict]:
+    """Per master: its distinct image recipes, named `<master>--<recipe>.<ext>`."""
+    the_plan = api.plan(listing)
+    jobs = []
+    for mp in the_plan.masters:
+        outputs = []
+        for recipe, preset_name in mp.recipes().items():
+            preset = the_plan.presets[preset_name]
+            if isinstance(preset, ImagePreset) and preset.frame is None:
+                name = f"{mp.master.id.replace('/', '_')}--{recipe}.{preset.extension}"
+                outputs.append(recipe_spec(name, preset))
+        if outputs:
+            jobs.append({"master": mp.master.path, "id": mp.master.id, "outputs": outputs})
+    return jobs
+
+
+def run_sharp(module: Path, jobs: list[dict] | dict, out: Path, concurrency: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / "jobs.json"
+    spec.write_text(json.dumps(jobs))
+    done = subprocess.run(
+        ["node", str(Path(__file__).parent / "peers" / "sharp_fanout.cjs"), str(spec), str(out),
+         str(concurrency)], capture_output=True, text=True, check=True,
+        env=dict(os.environ, SHARP_MODULE=str(module)))
+    spec.unlink()
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def imagemagick_args(job: dict, out: Path) -> list[str]:
+    """One `convert` per master: decode once into mpr:, then one branch per output."""
+    args = [job["master"], "-auto-orient", "-colorspace", "sRGB", "-write", "mpr:base"]
+    for o in job["outputs"]:
+        branch = ["(", "mpr:base"]
+        if o["format"] == "jpeg" or not o["keep_alpha"]:
+            branch += ["-background", o["background"], "-alpha", "remove", "-alpha", "off"]
+        if o["trim"] is not None:
+            branch += ["-fuzz", f"{o['trim'] / 255 * 100:.1f}%", "-trim", "+repage"]
+        w, h = o["width"], o["height"]
+        branch += ["-filter", "Lanczos"]
+        if o["fit"] == "fill":
+            branch += ["-resize", f"{w}x{h}^", "-gravity", GRAVITY_IM[o["gravity"]],
+                       "-extent", f"{w}x{h}"]
+        elif o["fit"] == "pad":
+            r = o["fill_ratio"] or 1.0
+            branch += ["-resize", f"{round(w * r)}x{round(h * r)}", "-background", o["background"],
+                       "-gravity", "center", "-extent", f"{w}x{h}"]
+        else:
+            box = f"{w or ''}x{h or ''}" + (">" if o["fit"] == "limit" else "")
+            branch += ["-resize", box]
+        branch += ["-strip", "-quality", str(o["quality"])]
+        if o["format"] == "jpeg":
+            branch += ["-interlace", "Plane" if o["progressive"] else "None"]
+            if o["max_bytes"]:
+                branch += ["-define", f"jpeg:extent={o['max_bytes']}"]
+        elif o["format"] == "webp":
+            branch += ["-define", f"webp:method={o['effort']}"]
+        elif o["format"] == "avif":
+            branch += ["-define", f"heic:speed={max(0, 9 - o['effort'])}"]
+        branch += ["-write", f"{o['format']}:{out / o['name']}", "+delete", ")"]
+        args += branch
+    return [*args, "null:"]
+
+
+def run_imagemagick(convert: str, jobs: list[dict], out: Path, workers: int) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MAGICK_THREAD_LIMIT=str(max(1, (os.cpu_count() or 1) // workers)))
+
+    def one(job: dict) -> None:
+        subprocess.run([convert, *imagemagick_args(job, out)], check=True, env=env,
+                       capture_output=True)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, jobs))
+    return time.perf_counter() - start
+
+
+def engine_files(jobs: list[dict], out: Path, rows: list[dict]) -> dict[str, Path]:
+    """Output name (as the peers name it) -> the engine's file for that master and recipe."""
+    by_recipe = {(r["master_id"], r["recipe_hash"]): out / r["path"] for r in rows if r["path"]}
+    return {o["name"]: by_recipe[(job["id"], o["name"].split("--")[1].split(".")[0])]
+            for job in jobs for o in job["outputs"]
+            if (job["id"], o["name"].split("--")[1].split(".")[0]) in by_recipe}
+
+
+def compare(jobs: list[dict], ours: dict[str, Path], theirs: Path) -> dict:
+    """Fairness: same dimensions and formats, and file sizes, output by output."""
+    same, differ, ratios = 0, [], []
+    for job in jobs:
+        for o in job["outputs"]:
+            a, b = ours[o["name"]], theirs / o["name"]
+            if not b.exists():
+                differ.append(f"{o['name']}: missing")
+                continue
+            ia, ib = pyvips.Image.new_from_file(str(a)), pyvips.Image.new_from_file(str(b))
+            if (ia.width, ia.height) == (ib.width, ib.height) and (
+                ia.get("vips-loader") == ib.get("vips-loader")
+            ):
+                same += 1
+            else:
+                differ.append(f"{o['name']}: {ia.width}x{ia.height} vs {ib.width}x{ib.height}")
+            ratios.append(b.stat().st_size / a.stat().st_size)
+    ratios.sort()
+    within = sum(abs(r - 1) <= 0.15 for r in ratios)
+    return {
+        "outputs": same + len(differ), "same_size_and_format": same,
+        "differ": differ[:5], "bytes_ratio_median": round(ratios[len(ratios) // 2], 3)
+        if ratios else None,
+        "bytes_within_15pct": f"{within}/{len(ratios)}",
+    }
