@@ -184,7 +184,8 @@ def build(folder: Path) -> Path:
     add("campaign/summer", "summer-campaign.jpg", "campaign-summer", 0, "editorial")
 
     # A short product video (with sound): every channel's video outputs and posters come from it.
-    product_video(masters / "sneaker-red-spin.mp4", 640, 360, seconds=2.0, flashes=(1.0,))
+    product_video(masters / "sneaker-red-spin.mp4", 640, 360, seconds=1.5, flashes=(0.75,),
+                  noise=3.0)
     add("sneaker-red/spin", "sneaker-red-spin.mp4", "SNEAKER-RED", 9, "product")
 
     listing = folder / "catalog.csv"
