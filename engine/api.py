@@ -251,6 +251,7 @@ def render(
             del rows
         out_store.remove(settled.orphans)  # after the manifest; a crash in between leaves
         # unrecorded files, which the next run's sweep above removes
+        out_store.sweep_temporaries()  # left by a worker killed mid-write (its master re-ran)
     return RunResult(
         run_id=run_id, out=out_store.location, manifest_path=manifest_path,
         wall_s=time.perf_counter() - start, failed=failed,
