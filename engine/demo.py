@@ -79,6 +79,7 @@ def product_video(
     audio_codec: str = "aac",
     container: str | None = None,
     vfr: bool = False,
+    start_s: float = 0.0,
 ) -> Path:
     """A product video made in code: a coloured product turning over a gradient, film grain
     (`noise`, so encoders have real work), white flash frames at `flashes` seconds with a beep
@@ -104,7 +105,7 @@ def product_video(
                 astream.codec_context.options = {"strict": "experimental"}
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         base = np.stack([60 + 100 * y / height, 80 + 60 * y / height, 140 - 60 * y / height], -1)
-        pts = 0
+        pts = first = round(start_s * fps * 100)
         for i in range(frames):
             t = i / fps
             cx = width * (0.3 + 0.4 * i / max(1, frames - 1))
@@ -128,7 +129,7 @@ def product_video(
         out.mux(stream.encode(None))
         if astream is not None:
             rate, size = 48000, 1024
-            total = int((pts / (fps * 100)) * rate)
+            total = int(((pts - first) / (fps * 100)) * rate)
             for start in range(0, total, size):
                 n = min(size, total - start)
                 t = (start + np.arange(n)) / rate
@@ -138,7 +139,7 @@ def product_video(
                 samples = np.stack([wave, wave]).astype(np.float32)
                 audio_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
                 audio_frame.sample_rate = rate
-                audio_frame.pts = start
+                audio_frame.pts = start + round(start_s * rate)
                 out.mux(astream.encode(audio_frame))
             out.mux(astream.encode(None))
     return path

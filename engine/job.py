@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -53,31 +51,39 @@ def _failed(base: dict, d: Derivative | None, error: str) -> dict:
     return row
 
 
-@contextmanager
-def _opened(path: str) -> Iterator[BinaryIO]:
-    """The master's file, open for reading, with read errors as MasterError."""
+def _read_error(exc: OSError) -> MasterError:
+    if isinstance(exc, FileNotFoundError):
+        return MasterError("file not found")
+    if isinstance(exc, IsADirectoryError):
+        return MasterError("is a folder, not a file")
+    return MasterError(f"cannot read: {exc.strerror or exc}")
+
+
+def _open(path: str) -> BinaryIO:
+    """The master's file, open for reading (a MasterError saying why when it cannot be)."""
     try:
-        with fsspec.open(path, "rb") as fh:
-            yield fh
-    except FileNotFoundError:
-        raise MasterError("file not found") from None
-    except IsADirectoryError:
-        raise MasterError("is a folder, not a file") from None
+        return fsspec.open(path, "rb").open()
     except OSError as exc:
-        raise MasterError(f"cannot read: {exc.strerror or exc}") from None
+        raise _read_error(exc) from None
 
 
 def _read(path: str) -> bytes:
-    with _opened(path) as fh:
-        return fh.read()
+    with _open(path) as fh:
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise _read_error(exc) from None
 
 
 def _hash(path: str) -> str:
     """sha256 of a master read in chunks (a video may be gigabytes: never whole in memory)."""
     digest = hashlib.sha256()
-    with _opened(path) as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
+    with _open(path) as fh:
+        try:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+        except OSError as exc:
+            raise _read_error(exc) from None
     return digest.hexdigest()
 
 
@@ -142,7 +148,7 @@ def _render_video_master(
     videos = {h: p for h, p in presets.items() if isinstance(p, VideoPreset)}
     posters = {h: p for h, p in presets.items() if isinstance(p, ImagePreset)}
     frames = list(dict.fromkeys(p.frame for p in posters.values() if p.frame is not None))
-    with _opened(path) as fh:
+    with _open(path) as fh:
         done = render_video(fh, videos, frames, workdir, settings.max_video_pixels,
                             settings.max_video_s)
     results: dict[str, Rendered | VideoRendered | MasterError] = dict(done.results)

@@ -346,6 +346,25 @@ def test_audio_and_video_stay_in_sync(rendered):
         assert abs(flash - beep) <= 1 / 30 + 1024 / 48000, (flash, beep)
 
 
+def test_late_timestamps_start_at_zero_and_stay_in_sync(tmp_path, config_dir):
+    """An MPEG-TS master whose clock starts at 10 s: outputs start at 0, sound with picture."""
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    product_video(masters / "late.ts", 320, 180, seconds=1.5, flashes=(0.5,), noise=2,
+                  start_s=10.0, container="mpegts")
+    code, rows = render(masters, tmp_path / "out", config_dir, "twin")
+    assert code == 0, rows[0]["error"]
+    path = tmp_path / "out" / rows[0]["path"]
+    assert abs(rows[0]["duration_s"] - 1.5) <= 1 / 30 + 1e-3
+    with av.open(str(path)) as c:
+        flash = [float(f.time) for f in c.decode(video=0)
+                 if f.to_ndarray(format="gray").mean() > 200]
+    with av.open(str(path)) as c:
+        beep = next(float(f.time) for f in c.decode(audio=0) if np.abs(f.to_ndarray()).max() > 0.3)
+    assert flash and abs(flash[0] - 0.5) <= 1 / 30 + 1e-3
+    assert abs(flash[0] - beep) <= 1 / 30 + 1024 / 48000, (flash, beep)
+
+
 def test_ladder_rungs_are_rows_with_bitrates_near_target(tmp_path, config_dir):
     masters = tmp_path / "masters"
     masters.mkdir()

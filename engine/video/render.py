@@ -457,8 +457,8 @@ class _Pass:
 
     def video(self, frame: av.VideoFrame) -> None:
         if self.fmt is None:
+            self.origin = frame.pts if frame.pts is not None else 0  # before queued audio
             self._build(frame)
-            self.origin = frame.pts if frame.pts is not None else 0
         tb = self.vstream.time_base or Fraction(1, 90000)
         if frame.pts is None:  # no timestamp: one frame after the last
             step = round(1 / (self.source.fps or 30) / tb)
