@@ -168,8 +168,6 @@ def _previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterP
     return prepare
 
 
-def _claimed(rows: list[dict]) -> set[str]:
-    return {r["path"] for r in rows if r["status"] != "failed" and r["path"]}
 
 
 def render(
@@ -321,7 +319,8 @@ def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
         out_path, rows, _rules(config.channels.values(), config.presets),
         expand_ladders(config.presets))
     problems += [(path, "unrecorded: no manifest row claims this file")
-                 for path in sorted(on_disk - _claimed(rows))]
+                 for path in sorted(on_disk - set(
+                     manifest.claimed_paths(manifest.to_table(rows)).to_pylist()))]
     return CheckResult(checked, problems)
 
 

@@ -109,7 +109,8 @@ def product_video(
         for i in range(frames):
             t = i / fps
             cx = width * (0.3 + 0.4 * i / max(1, frames - 1))
-            body = ((x - cx) / (width * 0.12)) ** 2 + ((y - height * 0.55) / (height * 0.3)) ** 2 <= 1
+            rx, ry = width * 0.12, height * 0.3
+            body = ((x - cx) / rx) ** 2 + ((y - height * 0.55) / ry) ** 2 <= 1
             rgb = np.where(body[..., None], [200, 40 + 100 * i / max(1, frames), 60], base)
             rgb[: height // 8, : width // 8] = [255, 0, 0]  # a red mark at the top left
             rgb = rgb + rng.normal(0, noise, rgb.shape)
@@ -135,7 +136,8 @@ def product_video(
                 t = (start + np.arange(n)) / rate
                 wave = 0.02 * np.sin(2 * np.pi * 110 * t)
                 for f in flashes:
-                    wave = np.where((t >= f) & (t < f + 0.1), 0.6 * np.sin(2 * np.pi * 880 * t), wave)
+                    beep = 0.6 * np.sin(2 * np.pi * 880 * t)
+                    wave = np.where((t >= f) & (t < f + 0.1), beep, wave)
                 samples = np.stack([wave, wave]).astype(np.float32)
                 audio_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
                 audio_frame.sample_rate = rate

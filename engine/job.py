@@ -20,7 +20,7 @@ from .image.render import Rendered, from_image, render_all, render_decoded
 from .image.rules import video_violations, violations
 from .plan import Derivative, MasterPlan
 from .spec.models import ImagePreset, Preset, Rules, VideoPreset
-from .store import Store
+from .store import Store, sha256_of
 from .video.probe import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
 from .video.render import VideoRendered, render_video
 
@@ -77,14 +77,11 @@ def _read(path: str) -> bytes:
 
 def _hash(path: str) -> str:
     """sha256 of a master read in chunks (a video may be gigabytes: never whole in memory)."""
-    digest = hashlib.sha256()
     with _open(path) as fh:
         try:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
+            return sha256_of(fh)
         except OSError as exc:
             raise _read_error(exc) from None
-    return digest.hexdigest()
 
 
 def _unchanged(prev: dict | None, d: Derivative, master_sha: str, store: Store) -> bool:
@@ -120,11 +117,8 @@ def _broken_rules(rules: Rules | None, result: Rendered | VideoRendered) -> list
 def _digest(result: Rendered | VideoRendered) -> tuple[str, int]:
     """(sha256, bytes) of an output's encoded file."""
     if isinstance(result, VideoRendered):
-        digest = hashlib.sha256()
         with result.path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest(), result.path.stat().st_size
+            return sha256_of(fh), result.path.stat().st_size
     return hashlib.sha256(result.data).hexdigest(), len(result.data)
 
 
@@ -216,7 +210,8 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
                 results, decode_ms = _render_video_master(master.path, wanted, settings,
                                                           Path(work))
                 return _rows(mp, base, skipped, results, decode_ms, settings, store)
-        results, decode_ms = render_all(data, wanted, settings.max_pixels)  # type: ignore[arg-type]
+        images = {h: p for h, p in wanted.items() if isinstance(p, ImagePreset)}  # all of them
+        results, decode_ms = render_all(data, images, settings.max_pixels)
     except MasterError as exc:
         return fail_all(str(exc))
     return _rows(mp, base, skipped, results, decode_ms, settings, store)

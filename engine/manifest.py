@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import posixpath
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,28 +54,19 @@ def to_table(rows: list[dict]) -> pa.Table:
     return pa.table(columns, schema=SCHEMA)
 
 
-def _parquet(rows: list[dict]) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(to_table(rows), buffer, compression="zstd")
-    return buffer.getvalue()
-
-
-def write(store: Store, rows: list[dict]) -> str:
-    """Write OUT/manifest.parquet atomically; returns where."""
-    store.write(MANIFEST_NAME, _parquet(rows))
-    return store.path(MANIFEST_NAME)
-
-
-def write_history(store: Store, run_id: str, rows: list[dict]) -> None:
-    """OUT/_runs/<run_id>.parquet: this run's rows, kept for `fanout diff`."""
-    store.write(f"{RUNS_DIR}/{run_id}.parquet", _parquet(rows))
+def _read_parquet(source: bytes | Path, columns: list[str] | None = None) -> pa.Table:
+    """Every Parquet read of fanout's own files. Without Arrow's thread pool: its threads, alive
+    at interpreter exit after a video render, aborted the process ("terminate called without
+    an active exception", 3 runs in 3); the files are small enough for one thread."""
+    data = io.BytesIO(source) if isinstance(source, bytes) else source
+    return pq.read_table(data, columns=columns, use_threads=False)
 
 
 def read(out: Path | str) -> pa.Table:
     data = Store(out).read(MANIFEST_NAME)
     if data is None:
         raise FileNotFoundError(f"{out}: no {MANIFEST_NAME}")
-    return pq.read_table(io.BytesIO(data), use_threads=False)
+    return _read_parquet(data)
 
 
 def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[dict]:
@@ -83,7 +74,7 @@ def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[dict]:
     data = store.read(relative)
     if data is None:
         return []
-    return pq.read_table(io.BytesIO(data), use_threads=False).to_pylist()
+    return _read_parquet(data).to_pylist()
 
 
 def runs(store: Store) -> list[str]:
@@ -109,7 +100,7 @@ def read_table(store: Store, relative: str = MANIFEST_NAME) -> pa.Table:
     data = store.read(relative)
     if data is None:
         return SCHEMA.empty_table()
-    return conform(pq.read_table(io.BytesIO(data), use_threads=False))
+    return conform(_read_parquet(data))
 
 
 class Spool:
@@ -140,13 +131,13 @@ class Spool:
         """Every spooled row, in the order of `master_ids` (the catalog's): a cluster finishes
         masters in any order, the manifest lists them the same way every time. Arrow columns,
         a fraction of the memory of row dicts."""
-        table = pq.read_table(self.path, use_threads=False)
+        table = _read_parquet(self.path)
         where = pc.index_in(table.column("master_id"), value_set=pa.array(master_ids, pa.string()))
         return table.take(pc.sort_indices(where))
 
     def table(self, columns: list[str]) -> pa.Table:
         """Some columns of every spooled row (keys and paths, for settling the manifest)."""
-        return pq.read_table(self.path, columns=columns, use_threads=False)
+        return _read_parquet(self.path, columns)
 
 
 def write_parts(store: Store, relative: str, parts: Iterable[pa.Table | pa.RecordBatch]) -> str:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -36,6 +37,14 @@ REMOTE_LOCK_BEAT_S = 60
 
 def is_url(location: str | Path) -> bool:
     return "://" in str(location)
+
+
+def sha256_of(fh: BinaryIO) -> str:
+    """sha256 of an open file, read in 1 MiB chunks (a video may be gigabytes)."""
+    digest = hashlib.sha256()
+    while chunk := fh.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -105,14 +114,11 @@ class Store:
 
     def sha256(self, relative: str) -> str | None:
         """The sha256 of OUT/relative, read in chunks; None when there is no such file."""
-        digest = hashlib.sha256()
         try:
             with self.fs.open(self.path(relative), "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
+                return sha256_of(fh)
         except (FileNotFoundError, IsADirectoryError):
             return None
-        return digest.hexdigest()
 
     def read(self, relative: str) -> bytes | None:
         try:

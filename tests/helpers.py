@@ -59,3 +59,9 @@ def assert_consistent(out: Path) -> None:
         assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest, path
     on_disk = output_files(out)
     assert on_disk == set(recorded)
+
+
+def channel_toml(name: str, outputs: dict[str, str]) -> str:
+    """A channel file: one output per (output name, preset) pair, default naming."""
+    blocks = [f'[[outputs]]\nname = "{o}"\npreset = "{p}"' for o, p in outputs.items()]
+    return "\n".join([f'name = "{name}"', *blocks]) + "\n"

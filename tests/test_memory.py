@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pyvips
+from helpers import channel_toml
 
 from engine.demo import product_video
 
@@ -63,8 +64,7 @@ def test_video_memory_does_not_grow_with_duration(tmp_path):
         '[s2]\nkind = "video"\nresize = { width = 160, fit = "fit" }\nspeed = "ultrafast"\n'
         '[p]\nframe = "best"\nresize = { width = 200, fit = "fit" }\nformat = "jpeg"\n')
     (config / "channels" / "small.toml").write_text(
-        'name = "small"\n[[outputs]]\nname = "a"\npreset = "s1"\n'
-        '[[outputs]]\nname = "b"\npreset = "s2"\n[[outputs]]\nname = "c"\npreset = "p"\n')
+        channel_toml("small", {"a": "s1", "b": "s2", "c": "p"}))
     peaks = {}
     for seconds in (4.0, 12.0):
         folder = tmp_path / f"m{seconds:g}"

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import load, mean_colour
+from helpers import channel_toml, load, mean_colour
 
 from engine.cli import main
 from engine.demo import product_video
@@ -108,57 +108,14 @@ resize = { width = 64, fit = "fit" }
 format = "jpeg"
 """
 
-CHANNEL = """
-name = "vt"
-[[outputs]]
-name = "story"
-preset = "v-story"
-[[outputs]]
-name = "square"
-preset = "v-square"
-[[outputs]]
-name = "webm"
-preset = "v-webm"
-[[outputs]]
-name = "av1"
-preset = "v-av1"
-[[outputs]]
-name = "trim"
-preset = "v-trim"
-[[outputs]]
-name = "clip"
-preset = "v-clip"
-[[outputs]]
-name = "gif"
-preset = "v-gif"
-[[outputs]]
-name = "awebp"
-preset = "v-awebp"
-[[outputs]]
-name = "poster"
-preset = "p-best"
-[[outputs]]
-name = "at1"
-preset = "p-at"
-[[outputs]]
-name = "thumb"
-preset = "img-thumb"
-"""
-
-LADDER = """
-name = "ladder"
-[[outputs]]
-name = "hls"
-preset = "v-ladder"
-"""
-
+CHANNEL = channel_toml("vt", {
+    "story": "v-story", "square": "v-square", "webm": "v-webm", "av1": "v-av1",
+    "trim": "v-trim", "clip": "v-clip", "gif": "v-gif", "awebp": "v-awebp",
+    "poster": "p-best", "at1": "p-at", "thumb": "img-thumb",
+})
+LADDER = channel_toml("ladder", {"hls": "v-ladder"})
 # The same recipe in a second channel: rendered once, written to both places.
-TWIN = """
-name = "twin"
-[[outputs]]
-name = "story"
-preset = "v-story"
-"""
+TWIN = channel_toml("twin", {"story": "v-story"})
 
 
 @pytest.fixture(scope="module")

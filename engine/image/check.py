@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import av
 import pyvips
 
 from ..spec.models import EXTENSIONS, Preset, Rules
+from ..store import sha256_of
 from ..video.probe import describe_output
 from .decode import vips_message
 from .rules import video_violations, violations
 
 LOADER_FORMATS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifload_buffer": "avif",
                   "pngload_buffer": "png", "gifload_buffer": "gif"}
+
+
+def _file_facts(row: dict, preset: Preset | None, fmt: str, width: int,
+                height: int) -> list[str]:
+    """Extension, size against the manifest, and the exact size a fill or pad preset makes."""
+    found = []
+    if not row["path"].endswith("." + EXTENSIONS.get(fmt, fmt)):
+        found.append(f"extension: {row['path']} does not match its format {fmt}")
+    if (width, height) != (row["width"], row["height"]):
+        found.append(f"size: expected {row['width']}x{row['height']}, found {width}x{height}")
+    box = preset.resize if preset is not None else None
+    if box is not None and box.fit in ("fill", "pad") and (width, height) != (
+        box.width, box.height
+    ):
+        found.append(f"size: preset {row['preset']} makes {box.width}x{box.height}, "
+                     f"found {width}x{height}")
+    return found
 
 
 def _check_video(path: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
@@ -28,23 +45,13 @@ def _check_video(path: Path, row: dict, rules: Rules | None, preset: Preset | No
                     pass
     except (av.FFmpegError, pyvips.Error, IndexError, ValueError) as exc:
         return [f"decode: not a readable {row['format']} ({exc})"]
-    if not row["path"].endswith("." + EXTENSIONS[row["format"]]):
-        found.append(f"extension: {row['path']} does not match its format {row['format']}")
-    if (facts.width, facts.height) != (row["width"], row["height"]):
-        found.append(f"size: expected {row['width']}x{row['height']}, "
-                     f"found {facts.width}x{facts.height}")
+    found += _file_facts(row, preset, row["format"], facts.width, facts.height)
     if row["duration_s"] is not None and abs(facts.duration_s - row["duration_s"]) > 0.01:
         found.append(f"duration: expected {row['duration_s']:.3f} s, "
                      f"found {facts.duration_s:.3f} s")
     if (facts.video_codec, facts.audio_codec) != (row["video_codec"], row["audio_codec"]):
         found.append(f"codecs: expected {row['video_codec']}/{row['audio_codec']}, "
                      f"found {facts.video_codec}/{facts.audio_codec}")
-    box = preset.resize if preset is not None else None
-    if box is not None and box.fit in ("fill", "pad") and (facts.width, facts.height) != (
-        box.width, box.height
-    ):
-        found.append(f"size: preset {row['preset']} makes {box.width}x{box.height}, "
-                     f"found {facts.width}x{facts.height}")
     if rules is not None:
         found += violations(rules, row["format"], facts.width, facts.height,
                             path.stat().st_size, None) + video_violations(rules, facts)
@@ -54,18 +61,20 @@ def _check_video(path: Path, row: dict, rules: Rules | None, preset: Preset | No
 def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
     path = out / row["path"]
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            digest = sha256_of(fh)  # in chunks: a video is not read whole
     except FileNotFoundError:
         return ["missing: the manifest records it, the disk does not have it"]
     found = []
-    digest = hashlib.sha256(data).hexdigest()
     if digest != row["sha256"]:
         found.append(f"sha256: expected {row['sha256'][:16]}..., found {digest[:16]}... "
                      "(changed since it was rendered)")
-    if len(data) != row["bytes"]:
-        found.append(f"bytes: expected {row['bytes']}, found {len(data)}")
+    size = path.stat().st_size
+    if size != row["bytes"]:
+        found.append(f"bytes: expected {row['bytes']}, found {size}")
     if row.get("duration_s") is not None:  # a video, or an animation made from one
         return found + _check_video(path, row, rules, preset)
+    data = path.read_bytes()
     try:
         image = pyvips.Image.new_from_buffer(data, "", fail_on="truncated")
         image.avg()  # decode every pixel: truncated or corrupt data fails here
@@ -74,17 +83,7 @@ def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None)
     fmt = LOADER_FORMATS.get(image.get("vips-loader"), image.get("vips-loader"))
     if fmt != row["format"]:
         found.append(f"format: expected {row['format']}, found {fmt}")
-    if not row["path"].endswith("." + EXTENSIONS.get(fmt, fmt)):
-        found.append(f"extension: {row['path']} does not match its format {fmt}")
-    if (image.width, image.height) != (row["width"], row["height"]):
-        found.append(f"size: expected {row['width']}x{row['height']}, "
-                     f"found {image.width}x{image.height}")
-    box = preset.resize if preset is not None else None
-    if box is not None and box.fit in ("fill", "pad") and (image.width, image.height) != (
-        box.width, box.height
-    ):
-        found.append(f"size: preset {row['preset']} makes {box.width}x{box.height}, "
-                     f"found {image.width}x{image.height}")
+    found += _file_facts(row, preset, fmt, image.width, image.height)
     if rules is not None:
         found += violations(rules, fmt, image.width, image.height, len(data), lambda: image)
     return found

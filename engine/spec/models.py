@@ -158,7 +158,7 @@ MAX_ANIMATION_FRAMES = 300
 
 
 class Rung(Strict):
-    """One rung of a bitrate ladder: its own frame box and bitrate; the rest comes from the preset."""
+    """One rung of a bitrate ladder: its own frame box and bitrate; the rest is the preset's."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
     width: Annotated[int, Field(ge=2, le=8192)] | None = None

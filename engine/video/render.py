@@ -68,7 +68,6 @@ class VideoPass:
     results: dict[str, VideoRendered | MasterError]  # recipe hash -> output
     stills: dict[float | str, pyvips.Image]  # frame selector -> upright sRGB image
     decode_ms: float  # the whole pass: demux, decode, filter, encode
-    source: Source
 
 
 def _drain(sink: av.filter.context.FilterContext) -> Iterator[av.VideoFrame]:
@@ -130,7 +129,6 @@ class Branch:
                  fps_in: Fraction | None, tb_in: Fraction, workdir: Path) -> None:
         self.recipe, self.preset = recipe, preset
         self.error: MasterError | None = None
-        self.started = time.perf_counter()
         self.busy_s = 0.0
         self.path = workdir / f"{recipe}.{preset.extension}"
         self.plan = video_layout(size[0], size[1], preset.resize)
@@ -280,8 +278,7 @@ class Branch:
 class _AudioTrack:
     """One distinct audio setting: resampled and encoded once, muxed into each of its outputs."""
 
-    def __init__(self, key: tuple, outputs: list[Branch], channels: int,
-                 tb_in: Fraction) -> None:
+    def __init__(self, key: tuple, outputs: list[Branch], channels: int) -> None:
         codec, kbps, rate, start_s, max_duration_s = key
         del start_s  # audio with a start offset is refused by the preset model
         self.outputs = outputs
@@ -300,7 +297,6 @@ class _AudioTrack:
         fmt = stream.codec_context.format.name
         self.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate,
                                            frame_size=stream.codec_context.frame_size or None)
-        self.tb_in = tb_in
         self.done = False
 
     def push(self, frame: av.AudioFrame | None) -> None:
@@ -399,7 +395,8 @@ class _Pass:
 
     def __init__(self, container: av.container.InputContainer, source: Source,
                  presets: dict[str, VideoPreset], frames: list[float | str], workdir: Path) -> None:
-        self.container, self.source, self.presets, self.workdir = container, source, presets, workdir
+        self.container, self.source = container, source
+        self.presets, self.workdir = presets, workdir
         self.vstream = container.streams.video[0]
         self.vstream.thread_type = "AUTO"
         self.astream = container.streams.audio[0] if container.streams.audio else None
@@ -422,7 +419,9 @@ class _Pass:
     def _build(self, frame: av.VideoFrame) -> None:
         self.rotation = _rotation(frame)
         self.fmt = (frame.width, frame.height, frame.format.name)
-        upright = (frame.height, frame.width) if self.rotation % 180 else (frame.width, frame.height)
+        upright = (frame.width, frame.height)
+        if self.rotation % 180:
+            upright = (frame.height, frame.width)
         tb = self.vstream.time_base or Fraction(1, 90000)
         self.outputs = [Branch(r, p, upright, self.source.fps, tb, self.workdir)
                         for r, p in self.presets.items()]
@@ -448,8 +447,7 @@ class _Pass:
             key = out.preset.audio_key()
             if key is not None and self.astream is not None and not out.preset.animated:
                 by_key.setdefault(key, []).append(out)
-        atb = (self.astream.time_base if self.astream is not None else None) or Fraction(1, 48000)
-        self.tracks = [_AudioTrack(k, outs, self.source.audio_channels, atb)
+        self.tracks = [_AudioTrack(k, outs, self.source.audio_channels)
                        for k, outs in by_key.items()]
         for audio in self.pending_audio:
             self._audio(audio)
@@ -553,4 +551,4 @@ def render_video(
         raise
     finally:
         container.close()
-    return VideoPass(results, stills, (time.perf_counter() - start) * 1000, source)
+    return VideoPass(results, stills, (time.perf_counter() - start) * 1000)
