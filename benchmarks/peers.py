@@ -21,6 +21,7 @@ from pathlib import Path
 import pyvips
 
 from engine import api
+from engine.image.render import render_all
 from engine.spec.models import ImagePreset
 
 WORK = Path(__file__).parent / "work"
@@ -76,20 +77,26 @@ def recipe_spec(name: str, preset: ImagePreset) -> dict:
     }
 
 
-def image_jobs(listing: Path) -> list[dict]:
-    """Per master: its distinct image recipes, named `<master>--<recipe>.<ext>`."""
+def _image_recipes(listing: Path) -> list[tuple[str, str, list[tuple[str, ImagePreset]]]]:
+    """Per master (path, id): its distinct image recipes, named `<master>--<recipe>.<ext>`."""
     the_plan = api.plan(listing)
-    jobs = []
+    masters = []
     for mp in the_plan.masters:
-        outputs = []
+        recipes = []
         for recipe, preset_name in mp.recipes().items():
             preset = the_plan.presets[preset_name]
             if isinstance(preset, ImagePreset) and preset.frame is None:
-                name = f"{mp.master.id.replace('/', '_')}--{recipe}.{preset.extension}"
-                outputs.append(recipe_spec(name, preset))
-        if outputs:
-            jobs.append({"master": mp.master.path, "id": mp.master.id, "outputs": outputs})
-    return jobs
+                recipes.append((f"{mp.master.id.replace('/', '_')}--{recipe}.{preset.extension}",
+                                preset))
+        if recipes:
+            masters.append((mp.master.path, mp.master.id, recipes))
+    return masters
+
+
+def image_jobs(listing: Path) -> list[dict]:
+    """The peers' work list: per master, every distinct image recipe as plain settings."""
+    return [{"master": path, "id": mid, "outputs": [recipe_spec(n, p) for n, p in recipes]}
+            for path, mid, recipes in _image_recipes(listing)]
 
 
 def run_sharp(module: Path, jobs: list[dict] | dict, out: Path, concurrency: int) -> dict:
@@ -161,9 +168,65 @@ def engine_files(jobs: list[dict], out: Path, rows: list[dict]) -> dict[str, Pat
             if (job["id"], o["name"].split("--")[1].split(".")[0]) in by_recipe}
 
 
-def compare(jobs: list[dict], ours: dict[str, Path], theirs: Path) -> dict:
-    """Fairness: same dimensions and formats, and file sizes, output by output."""
-    same, differ, ratios = 0, [], []
+def lossless(o: dict) -> dict:
+    """The same recipe saved as PNG (no lossy step): the reference its encoded output is scored
+    against. Alpha is kept exactly where the real output keeps it."""
+    return {**o, "name": f"{o['name']}.png", "format": "png", "quality": 10, "effort": 1,
+            "max_bytes": None, "keep_alpha": o["keep_alpha"] and o["format"] != "jpeg"}
+
+
+def lossless_jobs(jobs: list[dict], names: set[str]) -> list[dict]:
+    """`jobs` cut down to the outputs in `names`, each saved losslessly."""
+    cut = [{**job, "outputs": [lossless(o) for o in job["outputs"] if o["name"] in names]}
+           for job in jobs]
+    return [job for job in cut if job["outputs"]]
+
+
+def engine_references(listing: Path, out: Path, workers: int, names: set[str]) -> None:
+    """The engine's renditions of the recipes in `names` before its lossy encoder, as PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(master: tuple[str, str, list[tuple[str, ImagePreset]]]) -> None:
+        path, _, recipes = master
+        presets = {f"{name}.png": preset.model_copy(update={
+            "format": "png", "effort": 1, "max_bytes": None,
+            "keep_alpha": preset.has_alpha_output}) for name, preset in recipes if name in names}
+        if presets:
+            for name, rendered in render_all(Path(path).read_bytes(), presets)[0].items():
+                if not isinstance(rendered, Exception):
+                    (out / name).write_bytes(rendered.data)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, _image_recipes(listing)))
+
+
+def _grey(path: Path) -> pyvips.Image:
+    image = pyvips.Image.new_from_file(str(path))
+    if image.hasalpha():
+        image = image.flatten(background=[255] * (image.bands - 1))
+    return image.colourspace("b-w")[0].cast("float")
+
+
+def ssim(a: Path, b: Path) -> float | None:
+    """Mean SSIM of two images' luma (Gaussian window, sigma 1.5, as Wang et al. 2004);
+    None when their sizes differ."""
+    x, y = _grey(a), _grey(b)
+    if (x.width, x.height) != (y.width, y.height):
+        return None
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    # The five local statistics in one blur pass, kept in memory: each is read several times.
+    mx, my, xx, yy, xy = x.bandjoin([y, x * x, y * y, x * y]).gaussblur(1.5).copy_memory()
+    mxy, m2 = mx * my, mx * mx + my * my
+    return (((mxy * 2 + c1) * ((xy - mxy) * 2 + c2)) / ((m2 + c1) * (xx + yy - m2 + c2))).avg()
+
+
+def compare(jobs: list[dict], ours: dict[str, Path], theirs: Path) -> tuple[dict, set[str]]:
+    """Fairness, output by output: same dimensions and format, and file size against fanout's.
+
+    Returns the report and the outputs whose bytes differ by more than 15% (their quality is
+    then compared by SSIM, see `ssim_check`).
+    """
+    same, differ, ratios, unsure = 0, [], [], set()
     for job in jobs:
         for o in job["outputs"]:
             a, b = ours[o["name"]], theirs / o["name"]
@@ -177,12 +240,41 @@ def compare(jobs: list[dict], ours: dict[str, Path], theirs: Path) -> dict:
                 same += 1
             else:
                 differ.append(f"{o['name']}: {ia.width}x{ia.height} vs {ib.width}x{ib.height}")
-            ratios.append(b.stat().st_size / a.stat().st_size)
+            ratio = b.stat().st_size / a.stat().st_size
+            ratios.append(ratio)
+            if abs(ratio - 1) > 0.15:
+                unsure.add(o["name"])
     ratios.sort()
-    within = sum(abs(r - 1) <= 0.15 for r in ratios)
     return {
-        "outputs": same + len(differ), "same_size_and_format": same,
-        "differ": differ[:5], "bytes_ratio_median": round(ratios[len(ratios) // 2], 3)
-        if ratios else None,
-        "bytes_within_15pct": f"{within}/{len(ratios)}",
-    }
+        "outputs": same + len(differ), "same_size_and_format": same, "differ": differ[:5],
+        "bytes_ratio_median": round(ratios[len(ratios) // 2], 3) if ratios else None,
+        "bytes_within_15pct": f"{len(ratios) - len(unsure)}/{len(ratios)}",
+        "similar_quality": f"{len(ratios) - len(unsure)}/{len(ratios)}",
+    }, unsure
+
+
+def ssim_check(report: dict, unsure: set[str], ours: dict[str, Path], theirs: Path,
+               references: tuple[Path, Path], scores: dict[str, float | None]) -> dict:
+    """Quality of the outputs whose bytes differ by more than 15%: each file's SSIM against its
+    own contender's lossless rendition of the recipe (so a different crop or resampler is not
+    counted as a quality loss), compared with fanout's SSIM for the same recipe; within 0.01
+    counts as similar. `scores` caches fanout's SSIM between contenders."""
+    deltas, unlike = [], []
+    for name in sorted(unsure):
+        if name not in scores:
+            scores[name] = ssim(ours[name], references[0] / f"{name}.png")
+        mine, theirs_q = scores[name], ssim(theirs / name, references[1] / f"{name}.png")
+        if mine is None or theirs_q is None:
+            unlike.append(f"{name}: no reference")
+            continue
+        deltas.append(theirs_q - mine)
+        if abs(theirs_q - mine) > 0.01:
+            unlike.append(f"{name}: SSIM {theirs_q:.4f} vs fanout {mine:.4f}")
+    within = sum(abs(d) <= 0.01 for d in deltas)
+    total, by_bytes = (int(v) for v in report["bytes_within_15pct"].split("/")[::-1])
+    deltas.sort()
+    return {**report,
+            "ssim_checked": len(unsure), "ssim_within_001": within,
+            "ssim_delta_median": round(deltas[len(deltas) // 2], 4) if deltas else None,
+            "ssim_delta_range": [round(deltas[0], 4), round(deltas[-1], 4)] if deltas else None,
+            "similar_quality": f"{by_bytes + within}/{total}", "not_similar": unlike[:5]}

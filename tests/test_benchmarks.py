@@ -1,0 +1,76 @@
+"""The benchmark's fairness check: it must tell a worse encode from an equal one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+
+from benchmarks import peers
+
+
+def _scene(path: Path) -> pyvips.Image:
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:240, 0:320]
+    rgb = np.stack([(x * 0.8) % 255, (y * 1.1) % 255, ((x + y) * 0.5) % 255], axis=-1)
+    rgb += rng.normal(0, 18, rgb.shape)  # texture, so JPEG quality shows in SSIM
+    image = pyvips.Image.new_from_array(np.clip(rgb, 0, 255).astype(np.uint8))
+    image = image.copy(interpretation="srgb")
+    image.pngsave(str(path))
+    return image
+
+
+def test_ssim_is_one_for_the_same_pixels_and_falls_with_quality(tmp_path: Path) -> None:
+    image = _scene(tmp_path / "ref.png")
+    image.jpegsave(str(tmp_path / "q95.jpg"), Q=95)
+    image.jpegsave(str(tmp_path / "q20.jpg"), Q=20)
+    image.crop(0, 0, 300, 240).pngsave(str(tmp_path / "smaller.png"))
+
+    assert peers.ssim(tmp_path / "ref.png", tmp_path / "ref.png") == pytest.approx(1.0, abs=1e-6)
+    q95 = peers.ssim(tmp_path / "q95.jpg", tmp_path / "ref.png")
+    q20 = peers.ssim(tmp_path / "q20.jpg", tmp_path / "ref.png")
+    assert 0.9 < q95 < 1.0
+    assert q20 < q95 - 0.05
+    assert peers.ssim(tmp_path / "smaller.png", tmp_path / "ref.png") is None
+
+
+def test_fairness_passes_similar_bytes_and_flags_a_worse_encode(tmp_path: Path) -> None:
+    image = _scene(tmp_path / "scene.png")
+    for folder in ("ours", "same", "worse", "ref-ours", "ref-worse"):
+        (tmp_path / folder).mkdir()
+    name = "m--r.jpg"
+    image.jpegsave(str(tmp_path / "ours" / name), Q=85)
+    image.jpegsave(str(tmp_path / "same" / name), Q=85)
+    image.jpegsave(str(tmp_path / "worse" / name), Q=15)
+    for ref in ("ref-ours", "ref-worse"):
+        image.pngsave(str(tmp_path / ref / f"{name}.png"))
+    jobs = [{"master": "m.png", "id": "m", "outputs": [{"name": name}]}]
+    ours = {name: tmp_path / "ours" / name}
+
+    report, unsure = peers.compare(jobs, ours, tmp_path / "same")
+    assert report["same_size_and_format"] == 1 and not unsure
+    assert report["similar_quality"] == "1/1"
+
+    report, unsure = peers.compare(jobs, ours, tmp_path / "worse")
+    assert unsure == {name}  # far fewer bytes: its quality must be looked at
+    checked = peers.ssim_check(report, unsure, ours, tmp_path / "worse",
+                               (tmp_path / "ref-ours", tmp_path / "ref-worse"), {})
+    assert checked["ssim_checked"] == 1 and checked["ssim_within_001"] == 0
+    assert checked["similar_quality"] == "0/1"
+    assert checked["ssim_delta_median"] < -0.01
+    assert name in checked["not_similar"][0]
+
+
+def test_lossless_references_keep_alpha_only_where_the_output_does() -> None:
+    jobs = [{"master": "m.png", "id": "m", "outputs": [
+        {"name": "a.jpg", "format": "jpeg", "keep_alpha": True, "max_bytes": 50_000},
+        {"name": "b.webp", "format": "webp", "keep_alpha": True, "max_bytes": None},
+        {"name": "c.webp", "format": "webp", "keep_alpha": False, "max_bytes": None}]}]
+    cut = peers.lossless_jobs(jobs, {"a.jpg", "b.webp"})
+    outputs = cut[0]["outputs"]
+    assert [o["name"] for o in outputs] == ["a.jpg.png", "b.webp.png"]
+    assert all(o["format"] == "png" and o["max_bytes"] is None for o in outputs)
+    assert [o["keep_alpha"] for o in outputs] == [False, True]
+    assert peers.lossless_jobs(jobs, set()) == []
