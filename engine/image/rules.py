@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pyvips
 
 from ..spec.models import Rules, parse_colour
@@ -22,31 +23,38 @@ def needs_pixels(rules: Rules) -> bool:
     return rules.background is not None or rules.min_fill is not None
 
 
-def _content_long_side(image: pyvips.Image, background: tuple[int, int, int]) -> int:
-    rgb = image.flatten(background=list(background)) if image.hasalpha() else image
-    box = ops.mask_box(((rgb - list(background)).abs() > CONTENT_THRESHOLD).bandor())
-    return 0 if box is None else max(box.width, box.height)
+def _content_mask(image: pyvips.Image, colour: list[int]) -> pyvips.Image | None:
+    """255 where a pixel differs from `colour` by more than CONTENT_THRESHOLD in some band
+    (uchar comparisons only: no float copy of the image); None where no 8-bit value can."""
+    lo = [c - CONTENT_THRESHOLD for c in colour]
+    hi = [c + CONTENT_THRESHOLD for c in colour]
+    tests = ([image < lo] if max(lo) > 0 else []) + ([image > hi] if min(hi) < 255 else [])
+    if not tests:
+        return None
+    return (tests[0] | tests[1] if len(tests) == 2 else tests[0]).bandor()
 
 
 def pixel_violations(rules: Rules, image: pyvips.Image) -> list[str]:
-    found = []
+    """Background (the outermost rows and columns are exactly the colour) and fill rules (the
+    box of pixels off the background by more than CONTENT_THRESHOLD spans min_fill of the
+    frame), on an 8-bit image held in memory."""
     if image.interpretation != "srgb" or image.bands not in (3, 4):
-        found.append(f"colour: expected sRGB, found {image.interpretation} "
-                     f"with {image.bands} bands")
-        return found
+        return [f"colour: expected sRGB, found {image.interpretation} with {image.bands} bands"]
+    found = []
+    colour = list(parse_colour(rules.background or "#ffffff"))
     if rules.background is not None:
-        colour = parse_colour(rules.background)
-        rgb = image[:3]
         w, h = image.width, image.height
-        edges = [rgb.crop(0, 0, w, 1), rgb.crop(0, h - 1, w, 1), rgb.crop(0, 0, 1, h),
-                 rgb.crop(w - 1, 0, 1, h)]
-        worst = max(((e - list(colour)).abs().max() for e in edges), default=0)
+        edges = [image.crop(*box)[:3].numpy().reshape(-1, 3)
+                 for box in ((0, 0, w, 1), (0, h - 1, w, 1), (0, 0, 1, h), (w - 1, 0, 1, h))]
+        worst = int(np.abs(np.concatenate(edges).astype(np.int16) - colour).max())
         if worst > 0:
             found.append(f"background: expected a {rules.background} border, found pixels "
-                         f"off by up to {int(worst)}")
+                         f"off by up to {worst}")
     if rules.min_fill is not None:
-        colour = parse_colour(rules.background or "#ffffff")
-        fill = _content_long_side(image, colour) / max(image.width, image.height)
+        solid = image.flatten(background=colour) if image.hasalpha() else image
+        mask = _content_mask(solid, colour)
+        box = None if mask is None else ops.mask_box(mask)
+        fill = (0 if box is None else max(box.width, box.height)) / max(image.width, image.height)
         if fill < rules.min_fill:
             found.append(f"min_fill: expected the product to span at least {rules.min_fill:.0%} "
                          f"of the frame, found {fill:.1%}")
