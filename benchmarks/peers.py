@@ -6,6 +6,11 @@ with the same sizes, fits, formats and quality settings. The peers are handed th
 the engine's decisions: sharp trims, smart-crops (its `attention` strategy) and searches byte
 budgets itself; ImageMagick trims and uses its own `jpeg:extent` budget, and crops by gravity
 (it has no attention crop, so it does less work there).
+
+Fairness (`compare`, `ssim_check`): every peer output must have fanout's dimensions and format,
+and similar quality: bytes within 15% of fanout's file, or else an SSIM within 0.01 of fanout's,
+where each contender's file is scored against that contender's own lossless (PNG) rendition of
+the same recipe, so a different crop, resampler or trim box is not mistaken for a quality loss.
 """
 
 from __future__ import annotations

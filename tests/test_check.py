@@ -102,3 +102,38 @@ def test_a_derivative_breaking_its_channel_rules_fails_at_render_time(tmp_path):
     assert result.exit_code == 1 and row["status"] == "failed"
     assert row["error"].startswith("breaks market rules: min_fill")
     assert not (out / "market").exists(), "a derivative that breaks the rules is not published"
+
+
+def _canvas(colour: list[int], size: int = 100, bands: int = 3) -> pyvips.Image:
+    image = (pyvips.Image.black(size, size, bands=bands) + colour).cast("uchar")
+    return image.copy(interpretation="srgb")
+
+
+def test_pixel_rules_see_one_off_pixel_on_an_edge_and_measure_fill_on_any_background():
+    from engine.image.rules import pixel_violations
+    from engine.spec.models import Rules
+
+    white = Rules(background="#ffffff", min_fill=0.5)
+    product = _canvas([255, 255, 255]).draw_rect([40, 60, 200], 20, 30, 60, 40, fill=True)
+    assert pixel_violations(white, product) == []  # spans 60 of 100
+    nicked = product.draw_rect([255, 255, 254], 99, 50, 1, 1, fill=True)
+    assert pixel_violations(white, nicked) == [
+        "background: expected a #ffffff border, found pixels off by up to 1"]
+    small = _canvas([255, 255, 255]).draw_rect([40, 60, 200], 45, 45, 10, 40, fill=True)
+    assert pixel_violations(white, small)[0].startswith("min_fill") and "40.0%" in \
+        pixel_violations(white, small)[0]
+    # A mid-grey background: content is what differs by more than 16 above or below it.
+    grey = Rules(background="#808080", min_fill=0.5)
+    faint = _canvas([128, 128, 128]).draw_rect([140, 128, 128], 10, 10, 80, 80, fill=True)
+    assert "found 0.0%" in pixel_violations(grey, faint)[0]  # 12 off: still background
+    darker = _canvas([128, 128, 128]).draw_rect([128, 100, 128], 10, 10, 80, 80, fill=True)
+    assert pixel_violations(grey, darker) == []
+
+
+def test_pixel_rules_on_alpha_count_transparent_pixels_as_background():
+    from engine.image.rules import pixel_violations
+    from engine.spec.models import Rules
+
+    image = _canvas([0, 0, 0, 0], bands=4).draw_rect([200, 30, 30, 255], 5, 5, 90, 20, fill=True)
+    assert pixel_violations(Rules(min_fill=0.85), image) == []  # 90 wide on transparent
+    assert "found 0.0%" in pixel_violations(Rules(min_fill=0.85), _canvas([0, 0, 0, 0], bands=4))[0]
