@@ -31,8 +31,10 @@ from pathlib import Path
 
 import pyvips
 
+from engine import api
 from engine.image.decode import configure
 from engine.image.render import render_all
+from engine.schedule import cores
 from engine.spec.models import ImagePreset, Resize
 
 from . import naive_vs_engine as naive
@@ -41,10 +43,6 @@ from . import video_vs_ffmpeg as video
 
 RESULTS = Path(__file__).parent / "results"
 TASK_SIZE, TASK_OUT = (2725, 2225), (720, 588)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def summary(values: list[float]) -> dict:
@@ -133,8 +131,6 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
     for i in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            from engine import api
-
             start = time.perf_counter()
             result = api.render(listing, root / "engine", workers=n)
             wall = time.perf_counter() - start

@@ -36,6 +36,15 @@ GRAVITY_IM = {"centre": "center", "north": "north", "south": "south", "east": "e
               "south-east": "southeast", "south-west": "southwest", "attention": "center"}
 
 
+def apt_install(package: str) -> bool:
+    """Install a Debian package when this process may (root, apt-get present); False if not."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    done = subprocess.run(["apt-get", "install", "-y", "-q", package], check=False,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return done.returncode == 0
+
+
 def setup_sharp() -> tuple[Path | None, str]:
     """sharp installed with npm under benchmarks/work/node; (module path, or None and why)."""
     module = WORK / "node" / "node_modules" / "sharp"
@@ -60,9 +69,7 @@ def setup_imagemagick() -> tuple[str | None, str]:
         return found if "ImageMagick" in out.stdout.split("\n")[0] else None
 
     found = real()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "imagemagick"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if found is None and apt_install("imagemagick"):
         found = real()
     if found is None:
         return None, "ImageMagick is not installed and cannot be (not root, or no apt-get)"
@@ -252,7 +259,7 @@ def compare(jobs: list[dict], ours: dict[str, Path], theirs: Path) -> tuple[dict
     ratios.sort()
     return {
         "outputs": same + len(differ), "same_size_and_format": same, "differ": differ[:5],
-        "bytes_ratio_median": round(ratios[len(ratios) // 2], 3) if ratios else None,
+        "compared": len(ratios), "bytes_ratio_median": round(ratios[len(ratios) // 2], 3) if ratios else None,
         "bytes_within_15pct": f"{len(ratios) - len(unsure)}/{len(ratios)}",
         "similar_quality": f"{len(ratios) - len(unsure)}/{len(ratios)}",
     }, unsure
@@ -276,7 +283,8 @@ def ssim_check(report: dict, unsure: set[str], ours: dict[str, Path], theirs: Pa
         if abs(theirs_q - mine) > 0.01:
             unlike.append(f"{name}: SSIM {theirs_q:.4f} vs fanout {mine:.4f}")
     within = sum(abs(d) <= 0.01 for d in deltas)
-    total, by_bytes = (int(v) for v in report["bytes_within_15pct"].split("/")[::-1])
+    total = report["compared"]
+    by_bytes = total - len(unsure)
     deltas.sort()
     return {**report,
             "ssim_checked": len(unsure), "ssim_within_001": within,

@@ -38,6 +38,8 @@ from engine.spec.models import VideoPreset
 from engine.video.probe import describe_output
 from engine.video.render import Branch, encoder_settings
 
+from .peers import apt_install
+
 WORK = Path(__file__).parent / "work" / "video"
 AUDIO_OPTIONS = {"aac": ["-c:a", "aac"], "opus": ["-c:a", "libopus"]}
 
@@ -45,9 +47,7 @@ AUDIO_OPTIONS = {"aac": ["-c:a", "aac"], "opus": ["-c:a", "libopus"]}
 def ensure_ffmpeg() -> str | None:
     """Path of the ffmpeg command, installing it with apt when root; None (and why) if not."""
     found = shutil.which("ffmpeg")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "ffmpeg"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if found is None and apt_install("ffmpeg"):
         found = shutil.which("ffmpeg")
     return found
 

@@ -116,6 +116,12 @@ def _key(row: dict) -> tuple:
     return (row["master_id"], row.get("channel"), row.get("output"))
 
 
+def _of_channels(table: pa.Table, channels: set[str]) -> pa.ChunkedArray:
+    """True for the rows of `table` that belong to one of `channels`."""
+    return pc.fill_null(pc.is_in(table.column("channel"),
+                                 value_set=pa.array(sorted(channels), pa.string())), False)
+
+
 @dataclass
 class _Settled:
     carried: pa.Table  # rows of channels this run did not render
@@ -132,8 +138,7 @@ def _settle(previous: pa.Table, spool: manifest.Spool, channels: set[str],
     left the channel): dropped with its file, or carried with --keep-stale. A row without a
     channel is a master-level failure: every run states it afresh.
     """
-    chosen = pc.fill_null(pc.is_in(previous.column("channel"),
-                                   value_set=pa.array(sorted(channels), pa.string())), False)
+    chosen = _of_channels(previous, channels)
     carried = previous.filter(pc.and_(pc.is_valid(previous.column("channel")), pc.invert(chosen)))
     mine = previous.filter(chosen)
     new = spool.table(["master_id", "channel", "output", "path", "status"])
@@ -151,9 +156,7 @@ def _settle(previous: pa.Table, spool: manifest.Spool, channels: set[str],
 
 def _previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPlan], None]:
     """Attaches to a master, when it is submitted, the rows a previous run recorded for it."""
-    chosen = pc.fill_null(pc.is_in(previous.column("channel"),
-                                   value_set=pa.array(sorted(channels), pa.string())), False)
-    mine = previous.filter(chosen)
+    mine = previous.filter(_of_channels(previous, channels))
     groups = (mine.append_column("_row", pa.array(range(mine.num_rows), pa.int64()))
               .group_by("master_id").aggregate([("_row", "list")]))
     where = {m: i for i, m in enumerate(groups.column("master_id").to_pylist())}
@@ -235,11 +238,10 @@ def render(
             spool.close()
             settled = _settle(previous, spool, selected, keep_stale)
             stale = settled.stale
-            removed = stale.drop_columns(["run_id", "status"])
-            removed = removed.add_column(0, "run_id", pa.array([run_id] * stale.num_rows,
-                                                               pa.string()))
-            removed = manifest.conform(removed.append_column(
-                "status", pa.array(["removed"] * stale.num_rows, pa.string())))
+            removed = stale
+            for name, value in (("run_id", run_id), ("status", "removed")):
+                removed = removed.set_column(removed.schema.get_field_index(name), name,
+                                             pa.array([value] * stale.num_rows, pa.string()))
             rows = spool.in_order([mp.master.id for mp in the_plan.masters])
             manifest.write_parts(out_store, f"{manifest.RUNS_DIR}/{run_id}.parquet",
                                  [rows, *([] if keep_stale else [removed])])

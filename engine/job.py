@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import fsspec
 import pyvips
@@ -23,6 +24,8 @@ from .spec.models import ImagePreset, Preset, Rules, VideoPreset
 from .store import Store, sha256_of
 from .video.probe import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
 from .video.render import VideoRendered, render_video
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,18 +71,19 @@ def _open(path: str) -> BinaryIO:
 
 
 def _read(path: str) -> bytes:
-    with _open(path) as fh:
-        try:
-            return fh.read()
-        except OSError as exc:
-            raise _read_error(exc) from None
+    return _reading(path, lambda fh: fh.read())
 
 
 def _hash(path: str) -> str:
     """sha256 of a master read in chunks (a video may be gigabytes: never whole in memory)."""
+    return _reading(path, sha256_of)
+
+
+def _reading(path: str, how: Callable[[BinaryIO], T]) -> T:
+    """`how` applied to the master's open file; read errors as MasterError."""
     with _open(path) as fh:
         try:
-            return sha256_of(fh)
+            return how(fh)
         except OSError as exc:
             raise _read_error(exc) from None
 

@@ -71,10 +71,7 @@ def read(out: Path | str) -> pa.Table:
 
 def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[dict]:
     """Rows of the manifest (or a history file); [] when there is none (a first run)."""
-    data = store.read(relative)
-    if data is None:
-        return []
-    return _read_parquet(data).to_pylist()
+    return read_table(store, relative).to_pylist()
 
 
 def runs(store: Store) -> list[str]:
@@ -140,15 +137,14 @@ class Spool:
         return _read_parquet(self.path, columns)
 
 
-def write_parts(store: Store, relative: str, parts: Iterable[pa.Table | pa.RecordBatch]) -> str:
-    """Write tables and batches, in order, as one Parquet file at OUT/relative, atomically."""
+def write_parts(store: Store, relative: str, parts: Iterable[pa.Table]) -> str:
+    """Write tables, in order, as one Parquet file at OUT/relative, atomically."""
     with tempfile.TemporaryDirectory(prefix="fanout-manifest-") as tmp:
         local = Path(tmp) / "part.parquet"
         with pq.ParquetWriter(local, SCHEMA, compression="zstd") as writer:
             for part in parts:
                 if part.num_rows:
-                    table = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
-                    writer.write_table(table)
+                    writer.write_table(part)
         store.write_file(relative, local)
     return store.path(relative)
 
