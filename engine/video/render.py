@@ -43,7 +43,12 @@ from .probe import (
 )
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
-av.logging.set_level(av.logging.ERROR)
+# FFmpeg's log lines are dropped in C (PyAV's no-op callback). A level would install PyAV's
+# Python callback, which takes the GIL for every error line: an x264 thread logging while an
+# unflushed encoder is freed (a master that failed mid-pass) then waits for the GIL held by the
+# thread that joins it, and the run hangs (seen in the truncated-video test, stacks via gdb).
+# Errors still raise, with FFmpeg's error string.
+av.logging.set_level(None)
 
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
