@@ -22,3 +22,16 @@ class ConfigError(FanoutError):
 
 class MasterError(FanoutError):
     """One master (or one of its derivatives) could not be rendered; the rest of the run goes on."""
+
+
+class RemovalRefused(ConfigError):
+    """A run would remove more published files than the removal guard allows; nothing changed."""
+
+    def __init__(self, message: str, paths: list[str], total: int) -> None:
+        super().__init__(message)
+        self.paths = paths  # relative to OUT, the ones it would remove
+        self.total = total  # published files of the channels the run renders
+
+
+class UnsafePath(ValueError):
+    """A path under OUT that fanout must not write or delete (a symbolic link on the way)."""

@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import socket
+import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -25,10 +27,13 @@ from typing import BinaryIO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import ConfigError
+from .errors import ConfigError, UnsafePath
 
 LOCK_NAME = ".fanout.lock"
 TMP_SUFFIX = ".tmp"
+# The exact names fanout's own temporaries have (".NAME.<12 hex>.tmp"): a sweep removes these
+# and nothing else, so a user's ".notes.tmp" under OUT is never touched.
+TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 # An object-store lock is refreshed while its run lives; one not refreshed for this long was
 # left by a run that died, and the next run takes it over.
 REMOTE_LOCK_STALE_S = 300
@@ -47,17 +52,43 @@ def sha256_of(fh: BinaryIO) -> str:
     return digest.hexdigest()
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name beside the target, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+    _atomically(path, lambda tmp: tmp.write_bytes(data))
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """Copy a finished local file to `path` by way of a temporary name and a rename."""
+    _atomically(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def _atomically(path: Path, make: Callable[[Path], object]) -> None:
+    """`make` the file under a temporary name beside `path`, then rename it into place. An
+    error names the target (a full disk says which file it could not write)."""
+    tmp = _temporary(path)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None and str(exc.filename) == str(path):
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 class Store:
@@ -83,34 +114,89 @@ class Store:
             raise ValueError(f"output path {relative!r} would leave {self.location}")
         return f"{self.root}/{clean}"
 
-    def prepare(self) -> None:
-        if self.local:
-            root = Path(self.root)
-            if root.exists() and not root.is_dir():
-                raise ConfigError(f"{root}: --out must be a folder; found a file")
+    def prepare(self) -> bool:
+        """Make OUT if it is missing; True when this call created it."""
+        if not self.local:
+            return False
+        root = Path(self.root)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"{root}: --out must be a folder; found a file")
+        existed = root.exists()
+        try:
             root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{exc.filename or root}: cannot create --out: "
+                              f"{exc.strerror or exc}") from None
+        return not existed
+
+    def unsafe(self, relative: str) -> str | None:
+        """Why fanout must not write or delete OUT/relative, or None.
+
+        fanout never writes or deletes through a symbolic link inside OUT: `OUT/web -> /srv`
+        would make a write or a cleanup land outside OUT. Local OUT only (object stores have
+        no links); OUT itself may be a link, chosen by its owner.
+        """
+        if not self.local:
+            return None
+        parts = posixpath.normpath(relative).split("/")
+        current = self.root
+        for part in parts:
+            current = f"{current}/{part}"
+            if _is_link(current):
+                shown = posixpath.relpath(current, self.root)
+                return f"{shown} is a symbolic link; fanout never writes or deletes through links"
+        return None
+
+    def _checked(self, relative: str) -> str:
+        target = self.path(relative)
+        problem = self.unsafe(relative)
+        if problem is not None:
+            raise UnsafePath(problem)
+        return target
 
     def write(self, relative: str, data: bytes) -> None:
+        target = self._checked(relative)
         if self.local:
-            write_atomic(Path(self.path(relative)), data)
+            write_atomic(Path(target), data)
         else:
-            self.fs.pipe_file(self.path(relative), data)
+            self.fs.pipe_file(target, data)
 
     def write_file(self, relative: str, local: Path) -> None:
         """Publish a finished local file (a video) as OUT/relative, atomically."""
-        target = self.path(relative)
+        target = self._checked(relative)
         if self.local:
-            dest = Path(target)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
-            try:
-                shutil.copyfile(local, tmp)
-                os.replace(tmp, dest)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            copy_atomic(local, Path(target))
         else:
             self.fs.put_file(str(local), target)
+
+    def rename(self, relative: str, new_relative: str) -> None:
+        """Rename one of fanout's own bookkeeping files under OUT (a run's history)."""
+        if self.local:
+            os.replace(self._checked(relative), self._checked(new_relative))
+        else:
+            self.fs.mv(self.path(relative), self.path(new_relative))
+
+    def size(self, relative: str) -> int | None:
+        """Bytes of the regular file OUT/relative; None when there is none (or it is a link)."""
+        try:
+            if self.local:
+                info = os.lstat(self.path(relative))
+                return info.st_size if stat.S_ISREG(info.st_mode) else None
+            return int(self.fs.size(self.path(relative)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def existing(self, relatives: Iterable[str]) -> set[str]:
+        """Which of these paths exist under OUT as anything (file, folder, link)."""
+        found = set()
+        for relative in relatives:
+            target = self.path(relative)
+            if self.local:
+                if os.path.lexists(target):
+                    found.add(relative)
+            elif self.fs.exists(target):
+                found.add(relative)
+        return found
 
     def sha256(self, relative: str) -> str | None:
         """The sha256 of OUT/relative, read in chunks; None when there is no such file."""
@@ -126,44 +212,79 @@ class Store:
         except (FileNotFoundError, IsADirectoryError):
             return None
 
-    def files_under(self, folders: Iterable[str]) -> set[str]:
-        """Relative paths of the files below OUT/<folder> for each folder (temporaries excluded)."""
-        found = set()
-        for folder in folders:
-            base = self.path(folder)
-            if not self.fs.exists(base):
-                continue
-            for path in self.fs.find(base):
-                name = posixpath.basename(path)
-                if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
-                    found.add(posixpath.relpath(path, self.root))
-        return found
+    def _walk(self, folder: str) -> Iterator[str]:
+        """Full paths of the entries below OUT/folder that are not folders: files, and links
+        (listed, never followed). Temporaries are left out."""
+        base = self.path(folder)
+        if not self.local:
+            if self.fs.exists(base):
+                yield from (p for p in self.fs.find(base)
+                            if not TMP_NAME.match(posixpath.basename(p)))
+            return
+        if _is_link(base) or not os.path.isdir(base):
+            if os.path.lexists(base) and folder != ".":
+                yield base
+            return
+        for dirpath, dirnames, filenames in os.walk(base):  # followlinks=False: links are
+            for name in dirnames:  # listed in dirnames, not entered: report them as entries
+                if _is_link(f"{dirpath}/{name}"):
+                    yield f"{dirpath}/{name}"
+            for name in filenames:
+                if not TMP_NAME.match(name):
+                    yield f"{dirpath}/{name}"
 
-    def remove(self, relative_paths: Iterable[str]) -> int:
-        """Delete outputs that no longer belong, and local folders left empty; returns how many."""
+    def files_under(self, folders: Iterable[str]) -> set[str]:
+        """Relative paths of the files (and links) below OUT/<folder> for each folder, without
+        following links; temporaries excluded."""
+        return {posixpath.relpath(path, self.root)
+                for folder in folders for path in self._walk(folder)}
+
+    def remove(self, relative_paths: Iterable[str], protect: Iterable[str] = ()) -> int:
+        """Delete files fanout wrote that no longer belong, and local folders left empty.
+
+        Only regular files are deleted, never through or at a symbolic link, never a path in
+        `protect` (the catalog's masters). Returns how many files were deleted.
+        """
+        keep = {os.path.realpath(p) for p in protect} if self.local else set(protect)
         count = 0
         for relative in relative_paths:
             target = self.path(relative)
-            if not self.fs.isfile(target):
+            if self.unsafe(relative) is not None or target in keep:
                 continue
-            self.fs.rm_file(target)
-            count += 1
             if self.local:
-                parent = Path(target).parent
-                while str(parent) != self.root and not any(parent.iterdir()):
-                    parent.rmdir()
-                    parent = parent.parent
+                if os.path.realpath(target) in keep or self.size(relative) is None:
+                    continue
+                os.unlink(target)
+                self._prune(Path(target).parent)
+            else:
+                if not self.fs.isfile(target):
+                    continue
+                self.fs.rm_file(target)
+            count += 1
         return count
 
+    def _prune(self, folder: Path) -> None:
+        """Remove local folders a deletion left empty, up to (not including) OUT."""
+        while str(folder) != self.root and str(folder).startswith(self.root + "/"):
+            try:
+                folder.rmdir()  # only ever an empty folder
+            except OSError:
+                return
+            folder = folder.parent
+
     def sweep_temporaries(self) -> int:
-        """Remove temporary files a killed run left behind (local OUT only; PUTs leave none)."""
+        """Remove temporary files a killed run left behind (local OUT only; PUTs leave none).
+
+        Only fanout's own temporary names, and never below a link."""
         if not self.local:
             return 0
         count = 0
-        for path in Path(self.root).rglob(f".*{TMP_SUFFIX}"):
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                count += 1
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                path = f"{dirpath}/{name}"
+                if TMP_NAME.match(name) and not _is_link(path):
+                    os.unlink(path)
+                    count += 1
         return count
 
     @contextmanager
@@ -179,7 +300,10 @@ def _local_lock(store: Store) -> Iterator[None]:
     """flock: the kernel drops it when the process dies (even by kill -9), so a crashed run
     never blocks the next one."""
     path = Path(store.root) / LOCK_NAME
-    fh = open(path, "a+")  # noqa: SIM115 (held for the whole block)
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 (held for the whole block)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write to --out: {exc.strerror or exc}") from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
