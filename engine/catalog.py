@@ -1,11 +1,15 @@
 """Masters from a folder or a CSV/Parquet listing; ids validated; kind sniffed from content.
 
-A problem with one master (bad id, duplicate id, bad role) is recorded on that master and it
-fails alone; a problem with the listing itself (unreadable, missing columns) is a ConfigError.
+A problem with one master (bad id, duplicate id, bad role, a path that is a FIFO, a symlink
+loop or an unknown URL scheme, any odd value in its row) is recorded on that master and it
+fails alone; a problem with the listing itself (unreadable, missing, duplicate or misspelt
+columns) is a ConfigError.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -17,10 +21,21 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import ConfigError
+from .masters import open_master, read_error, url_problem
 from .store import is_url
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")  # whole value: fullmatch, never match
 ROLES = ("product", "editorial")
+# Columns fanout reads (alt, title and tags: the catalog's extra data, coming with its issue).
+# An unknown column close to one of these is a misspelling that would silently lose the data.
+KNOWN_COLUMNS = ("id", "path", "product", "position", "role", "alt", "title", "tags")
+# difflib ratio: "postion" 0.93, "pth" 0.86, "titel" 0.8; "product_id" (0.82) too, refused only
+# while there is no `product` column, where it most likely means product.
+MISSPELT_CUTOFF = 0.8
+# Positions are int32 in the manifest and go into file names (Amazon's PT01..PT08). No channel
+# uses more than a handful per product, so a value past this is a column mix-up (a price, an
+# EAN), refused on its row before it overflows the manifest.
+MAX_POSITION = 1_000_000
 LISTING_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 SNIFF_BYTES = 64
 
@@ -42,7 +57,7 @@ class Master:
 
 def check_id(value: str, what: str = "id") -> str | None:
     """Why `value` is not a valid id, or None."""
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         return f"invalid {what} {value!r}: expected [A-Za-z0-9][A-Za-z0-9._/-]*"
     if ".." in value.split("/") or value.endswith("/") or "//" in value:
         return f"invalid {what} {value!r}: no '..' or empty path segments allowed"
@@ -84,16 +99,21 @@ def _is_ts(head: bytes) -> bool:
     return len(head) < 189 or head[188] == 0x47
 
 
-def _sniff(path: str) -> str | None:
+def _sniff(path: str) -> tuple[str | None, str | None]:
+    """(kind, problem): a master that cannot be opened (checked with stat first: a FIFO is never
+    opened) has no kind, and says why, so its rows fail with the real reason."""
+    if not path:
+        return None, None  # the row already says "empty path"
     try:
-        with fsspec.open(path, "rb") as fh:
-            return sniff_kind(fh.read(SNIFF_BYTES))
-    except (OSError, ValueError):
-        return None  # unreadable: the render step reports the real error for this master
+        with open_master(path) as fh:
+            return sniff_kind(fh.read(SNIFF_BYTES)), None
+    except Exception as exc:  # whatever the path or its backend raises: this master's error
+        return None, str(read_error(exc))
 
 
 def _finish(masters: list[Master]) -> list[Master]:
-    """Sniff kinds and mark every master that shares its id with another."""
+    """Sniff kinds, recording why a master cannot be read, and mark every master that shares
+    its id with another."""
     by_id: dict[str, list[Master]] = {}
     for m in masters:
         by_id.setdefault(m.id, []).append(m)
@@ -104,7 +124,10 @@ def _finish(masters: list[Master]) -> list[Master]:
         if len(twins) > 1:
             others = ", ".join(t.path for t in twins if t is not m)
             errors.append(f"duplicate id {m.id!r}: also used by {others}")
-        out.append(replace(m, kind=_sniff(m.path), errors=tuple(errors)))
+        kind, problem = _sniff(m.path)
+        if problem:
+            errors.append(problem)
+        out.append(replace(m, kind=kind, errors=tuple(errors)))
     return out
 
 
@@ -116,103 +139,176 @@ def _folder_master(rel: str, location: str) -> Master:
                   errors=(problem,) if problem else ())
 
 
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError): the stat check names it
+        return str(path.absolute())
+
+
 def from_folder(root: Path, exclude: Path | None = None) -> list[Master]:
+    """Every file below `root` but hidden ones. Symlinked folders are not entered (os.walk's
+    default); FIFOs, devices and broken links are listed, and fail with their reason."""
     masters = []
-    exclude = exclude.resolve() if exclude is not None else None
+    skip = _resolved(exclude) if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
+            d for d in dirnames if not d.startswith(".") and _resolved(here / d) != skip
         )
         for name in sorted(filenames):
             if not name.startswith("."):
                 path = here / name
                 masters.append(_folder_master(path.relative_to(root).as_posix(),
-                                              str(path.resolve())))
+                                              _resolved(path)))
     return _finish(masters)
 
 
 def from_folder_url(url: str) -> list[Master]:
     """Every object below an fsspec URL (s3://bucket/masters/) is a master."""
-    fs, root = fsspec.core.url_to_fs(url)
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        found = sorted(fs.find(root.rstrip("/")))
+    except Exception as exc:  # a backend's own errors too (botocore's NoCredentialsError)
+        raise ConfigError(f"{url}: cannot list catalog folder: {_reason(exc)}") from None
     root = root.rstrip("/")
     masters = []
-    for path in sorted(fs.find(root)):
+    for path in found:
         rel = path[len(root) + 1:]
         if not any(part.startswith(".") for part in rel.split("/")):
             masters.append(_folder_master(rel, fs.unstrip_protocol(path)))
     return _finish(masters)
 
 
+def _reason(exc: Exception) -> str:
+    return str(read_error(exc)).removeprefix("cannot read: ")
+
+
 def _read_listing(location: str, kind: str) -> pa.Table:
     try:
-        with fsspec.open(location, "rb") as fh:
+        with open_master(location) as fh:  # stat first: a listing that is a FIFO never hangs
             if kind == "csv":
                 return pacsv.read_csv(
                     fh, convert_options=pacsv.ConvertOptions(
                         column_types={"id": pa.string(), "path": pa.string(),
                                       "product": pa.string(), "role": pa.string()},
                         strings_can_be_null=True,
+                        null_values=[""],  # an id or a SKU "null", "NA" or "nan" is text
                     ),
                 )
             return pq.read_table(fh, use_threads=False)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ConfigError(f"{location}: cannot read catalog listing: {exc}") from None
+    except Exception as exc:  # pyarrow's ArrowInvalid, a remote backend's own errors...
+        raise ConfigError(f"{location}: cannot read catalog listing: {_reason(exc)}") from None
+
+
+def _check_columns(location: str, names: list[str]) -> None:
+    """Refuse a listing whose columns would silently lose data: a name given twice (one of
+    the two would win) or a misspelt known column (it would be ignored)."""
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{location}: catalog listing has column {name!r} twice")
+    for name in names:
+        if name in KNOWN_COLUMNS:
+            continue
+        close = difflib.get_close_matches(name.strip().lower(), KNOWN_COLUMNS, n=1,
+                                          cutoff=MISSPELT_CUTOFF)
+        if close and close[0] not in names:
+            raise ConfigError(
+                f"{location}: `{name}` looks like a misspelling of `{close[0]}`; rename the "
+                "column (unknown columns are otherwise kept as extra data)"
+            )
+    missing = [c for c in ("id", "path") if c not in names]
+    if missing:
+        raise ConfigError(
+            f"{location}: catalog listing needs columns id and path; missing {', '.join(missing)} "
+            f"(found {', '.join(names) or 'none'})"
+        )
+
+
+def _is_null(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(value: object, what: str) -> tuple[str | None, str | None]:
+    """(text, problem) of a cell meant as text: a number (an id column read as integers) is
+    written as text; null and NaN (pandas' missing value) are None."""
+    if isinstance(value, str):
+        return value, None
+    if _is_null(value):
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)), None
+    return None, f"invalid {what} {value!r}: expected text"
 
 
 def _position(value: object) -> tuple[int, str | None]:
     """(position, problem): null means 0, the main image."""
-    if value is None:
+    number: int | None = None
+    if _is_null(value):
         return 0, None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value), None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value, None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value), None
-    return 0, f"invalid position {value!r}: expected a whole number >= 0"
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,7}\s*", value):
+        number = int(value)  # at most 7 digits: int() of a huge string is slow, then refused
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_POSITION:
+        return 0, f"invalid position {value!r}: expected a whole number 0..{MAX_POSITION}"
+    return number, None
+
+
+def _row_path(value: object, base: str) -> tuple[str, str | None]:
+    """(path, problem): relative to the listing unless absolute or a URL."""
+    path, problem = _text(value, "path")
+    if problem or not path:
+        return "", problem or "empty path"
+    if is_url(path) or os.path.isabs(path):
+        return path, None
+    return (f"{base}/{path}" if is_url(base) else os.path.normpath(os.path.join(base, path))), None
+
+
+def _row_master(row: dict, where: str, base: str) -> Master:
+    """One listing row as a Master; every problem with its values is recorded on it."""
+    master_id, id_problem = _text(row.get("id"), "id")
+    master_id = master_id or ""
+    path, path_problem = _row_path(row.get("path"), base)
+    product, product_problem = _text(row.get("product"), "product")
+    product = product or master_id
+    position, position_problem = _position(row.get("position"))
+    role, role_problem = _text(row.get("role"), "role")
+    role = role or "product"
+    if role not in ROLES:
+        role_problem = f"invalid role {role!r}: expected one of {', '.join(ROLES)}"
+        role = "product"
+    if product != master_id and not product_problem:
+        product_problem = check_id(product, "product")
+    problems = [id_problem or check_id(master_id), path_problem, product_problem,
+                position_problem, role_problem]
+    return Master(id=master_id, path=path, product=product, position=position, role=role,
+                  errors=tuple(f"{where}: {p}" for p in problems if p))
+
+
+def _broken_row(row: dict, where: str, exc: Exception) -> Master:
+    value = row.get("id")
+    master_id = value if isinstance(value, str) else where
+    return Master(id=master_id, path="", product=master_id,
+                  errors=(f"{where}: cannot read this row: {type(exc).__name__}: {exc}",))
 
 
 def from_listing(location: str) -> list[Master]:
     suffix = Path(location.split("?")[0]).suffix.lower()
     table = _read_listing(location, LISTING_SUFFIXES[suffix])
-    missing = [c for c in ("id", "path") if c not in table.column_names]
-    if missing:
-        raise ConfigError(
-            f"{location}: catalog listing needs columns id and path; missing {', '.join(missing)} "
-            f"(found {', '.join(table.column_names) or 'none'})"
-        )
+    _check_columns(location, table.column_names)
     base = location.rsplit("/", 1)[0] if "/" in location else "."
     masters = []
     for i, row in enumerate(table.to_pylist(), start=2 if suffix == ".csv" else 0):
         where = f"row {i}"
-        errors = []
-        master_id = str(row["id"]) if row.get("id") is not None else ""
-        path = row.get("path")
-        if problem := check_id(master_id):
-            errors.append(f"{where}: {problem}")
-        if not path:
-            errors.append(f"{where}: empty path")
-            path = ""
-        elif not is_url(path) and not os.path.isabs(path):
-            path = os.path.normpath(os.path.join(base, path)) if not is_url(base) else (
-                f"{base}/{path}"
-            )
-        product = row.get("product") or master_id
-        if product != master_id and (problem := check_id(str(product), "product")):
-            errors.append(f"{where}: {problem}")
-        position, problem = _position(row.get("position"))
-        if problem:
-            errors.append(f"{where}: {problem}")
-        role = row.get("role") or "product"
-        if role not in ROLES:
-            errors.append(f"{where}: invalid role {role!r}: expected one of {', '.join(ROLES)}")
-            role = "product"
-        masters.append(Master(
-            id=master_id, path=str(path), product=str(product), position=position, role=role,
-            errors=tuple(errors),
-        ))
+        try:
+            masters.append(_row_master(row, where, base))
+        except Exception as exc:  # one odd row fails alone, whatever it holds
+            masters.append(_broken_row(row, where, exc))
     return _finish(masters)
 
 
@@ -221,6 +317,8 @@ def load_catalog(location: str | Path, exclude: Path | None = None) -> list[Mast
     text = str(location)
     suffix = Path(text.split("?")[0]).suffix.lower()
     if is_url(text):
+        if problem := url_problem(text):
+            raise ConfigError(f"{text}: {problem}")
         return from_listing(text) if suffix in LISTING_SUFFIXES else from_folder_url(text)
     local = Path(text)
     if local.is_dir():

@@ -1,0 +1,242 @@
+"""The one place a master is stat-ed, opened, read and hashed, with every problem as a MasterError.
+
+A catalog row can point anywhere: a FIFO (opening it blocks forever), a device (/dev/zero never
+ends), a symlink loop, a folder, a URL whose scheme nobody knows or whose library is not
+installed, or a file larger than a worker's memory. Each becomes one line saying what is wrong,
+so that master fails alone and the run goes on. A local master is checked with os.stat before
+it is ever opened, and opened without blocking so that a file swapped for a FIFO in between is
+still refused rather than waited on.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import known_implementations
+
+from .errors import MasterError
+from .store import is_url
+
+T = TypeVar("T")
+
+# An image master is read whole into a worker's memory before it is decoded. 2 GiB covers the
+# largest image the default pixel limit admits stored uncompressed (268 402 689 pixels x 4
+# channels x 16 bits = 2 147 221 512 bytes of TIFF, just under 2 GiB), and refuses a runaway
+# file (a disk image, a dump) before it takes a worker down. Video is streamed, never whole in
+# memory, but one limit bounds what any row can make a worker read; --max-master-bytes raises it.
+DEFAULT_MAX_MASTER_BYTES = 2 << 30
+CHUNK = 1 << 20
+
+# The fanout extra that installs a scheme's library (pyproject's optional-dependencies).
+EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "is a folder, not a file"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'; below 1 KiB the exact count."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def too_big(size: int, max_bytes: int) -> str:
+    """The one-line refusal of a master over --max-master-bytes."""
+    shown, limit = human_bytes(size), human_bytes(max_bytes)
+    if shown == limit:  # just over the limit: rounding would say "2.0 GiB over 2.0 GiB"
+        shown, limit = f"{size} bytes", f"{max_bytes} bytes"
+    return f"is {shown}, over the limit of {limit} (--max-master-bytes)"
+
+
+def url_problem(url: str) -> str | None:
+    """Why fsspec cannot open `url` here (unknown scheme, library not installed), or None."""
+    for part in url.split("::"):
+        protocol = fsspec.core.split_protocol(part)[0]
+        if protocol is None:
+            continue
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError:
+            return _missing_library(protocol)
+        except ValueError:
+            return f"unknown URL scheme {protocol!r}"
+    return None
+
+
+def _missing_library(protocol: str) -> str:
+    if protocol in EXTRAS:
+        extra = EXTRAS[protocol]
+        return f"{protocol}:// needs the {extra} extra: pip install 'fanout[{extra}]'"
+    package = known_implementations.get(protocol, {}).get("class", protocol).split(".")[0]
+    return f"{protocol}:// needs the {package} package: pip install {package}"
+
+
+def read_error(exc: Exception) -> MasterError:
+    """An exception met on the way to a master's bytes, as one line.
+
+    Callers catch every Exception there: besides OSError (the system), ValueError (a NUL byte,
+    an unencodable name), RuntimeError and ImportError, a remote backend raises its own errors
+    (botocore's NoCredentialsError is none of these), and one row fails alone whatever it meets.
+    """
+    if isinstance(exc, MasterError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return MasterError("out of memory reading")
+    if isinstance(exc, FileNotFoundError):
+        return MasterError("file not found")
+    if isinstance(exc, IsADirectoryError):
+        return MasterError("is a folder, not a file")
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return MasterError("symlink loop")
+    if isinstance(exc, OSError) and exc.strerror:
+        return MasterError(f"cannot read: {exc.strerror}")
+    if type(exc).__module__ == "builtins":
+        return MasterError(f"cannot read: {exc}")
+    return MasterError(f"cannot read: {type(exc).__name__}: {exc}")
+
+
+def _local(path: str) -> tuple[str | None, fsspec.AbstractFileSystem | None, str]:
+    """(local path, None, '') for a file on this machine, else (None, filesystem, its path)."""
+    if not is_url(path):
+        return path, None, ""
+    if problem := url_problem(path):
+        raise MasterError(problem)
+    fs, inner = fsspec.core.url_to_fs(path)
+    if isinstance(fs, LocalFileSystem):  # file://: the same FIFO and device traps as a path
+        return inner, None, ""
+    return None, fs, inner
+
+
+def _check_mode(mode: int) -> None:
+    for test, problem in _NOT_REGULAR:
+        if test(mode):
+            raise MasterError(problem)
+    if not stat.S_ISREG(mode):
+        raise MasterError("is not a regular file")
+
+
+def _check_size(size: int | None, max_bytes: int | None) -> None:
+    if size is not None and max_bytes is not None and size > max_bytes:
+        raise MasterError(too_big(size, max_bytes))
+
+
+def check_master(path: str, max_bytes: int | None = None) -> int | None:
+    """The master's size in bytes, from os.stat (following symlinks) or the filesystem's info,
+    without opening it; a MasterError when it is not a regular file, cannot be reached or is
+    over `max_bytes`. None when a remote filesystem does not tell the size (plain HTTP)."""
+    try:
+        local, fs, inner = _local(path)
+        if local is not None:
+            st = os.stat(local)
+            _check_mode(st.st_mode)
+            size: int | None = st.st_size
+        else:
+            assert fs is not None
+            info = fs.info(inner)
+            if info.get("type") == "directory":
+                raise MasterError("is a folder, not a file")
+            size = info.get("size")
+    except Exception as exc:
+        raise read_error(exc) from None
+    _check_size(size, max_bytes)
+    return size
+
+
+def _open_local(path: str) -> BinaryIO:
+    # O_NONBLOCK: if the file became a FIFO since it was checked, open returns at once (and
+    # fstat refuses it) instead of waiting for a writer that never comes.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _check_mode(os.fstat(fd).st_mode)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_master(path: str) -> BinaryIO:
+    """The master's file, open for reading, after check_master said it is a regular file."""
+    check_master(path)
+    try:
+        local, fs, inner = _local(path)
+        if local is not None:
+            return _open_local(local)
+        assert fs is not None
+        return fs.open(inner, "rb")
+    except Exception as exc:
+        raise read_error(exc) from None
+
+
+def reading(path: str, how: Callable[[BinaryIO], T]) -> T:
+    """`how` applied to the master's open file; read errors as MasterError."""
+    with open_master(path) as fh:
+        try:
+            return how(fh)
+        except Exception as exc:
+            raise read_error(exc) from None
+
+
+def _read_whole(fh: BinaryIO, size: int | None, max_bytes: int | None) -> bytes:
+    # One read of what stat said plus a byte (read(n) allocates n: never ask for max_bytes);
+    # a file that grew since, or a remote one of unknown size, goes on in chunks to the limit.
+    data = fh.read(size + 1) if size is not None else b""
+    if size is not None and len(data) <= size:
+        return data
+    parts, total = [data], len(data)
+    while chunk := fh.read(CHUNK):
+        total += len(chunk)
+        _check_size(total, max_bytes)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_master(path: str, max_bytes: int | None = DEFAULT_MAX_MASTER_BYTES) -> bytes:
+    """The master's bytes, whole; refused before reading when it is over `max_bytes`."""
+    size = check_master(path, max_bytes)
+
+    def read(fh: BinaryIO) -> bytes:
+        try:
+            data = _read_whole(fh, size, max_bytes)
+        except MemoryError:
+            raise MasterError(f"out of memory reading ({size} bytes)") from None
+        _check_size(len(data), max_bytes)
+        return data
+
+    return reading(path, read)
+
+
+def hash_master(path: str, max_bytes: int | None = DEFAULT_MAX_MASTER_BYTES) -> tuple[str, int]:
+    """(sha256, size) of a master read in 1 MiB chunks (a video may be gigabytes: never whole
+    in memory); refused before reading when it is over `max_bytes`, and while reading when it
+    grows past it (or a remote store did not tell its size)."""
+    check_master(path, max_bytes)
+
+    def digest(fh: BinaryIO) -> tuple[str, int]:
+        sha, size = hashlib.sha256(), 0
+        while chunk := fh.read(CHUNK):
+            size += len(chunk)
+            _check_size(size, max_bytes)
+            sha.update(chunk)
+        return sha.hexdigest(), size
+
+    return reading(path, digest)
