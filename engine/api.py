@@ -1,29 +1,35 @@
-"""What the CLI and the tests call: plan() and render(). No printing here."""
+"""What the CLI and the tests call: plan(), render(), check(), diff(), recover() and the
+exports. No printing here."""
 
 from __future__ import annotations
 
 import io
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import manifest
-from .catalog import load_catalog
+from . import history, manifest, scratch
+from .catalog import Master, load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
+from .history import RunDiff, diff
 from .image.decode import DEFAULT_MAX_PIXELS
 from .job import JobSettings
-from .plan import MasterPlan, Plan, expand_ladders, ladder_names
+from .manifest import PUBLISHED, Status
+from .masters import DEFAULT_MAX_MASTER_BYTES
+from .plan import Derivative, Plan, expand_ladders, ladder_names
 from .plan import plan as build_plan
 from .publish.feeds import Feed
-from .spec import Channel, Rules, load_config
-from .store import Store, write_atomic
+from .spec import Channel, Rules, load_config, snapshot
+from .spec.loader import Config
+from .store import Store, is_url, write_atomic
+
+__all__ = ["RunDiff", "diff"]
 
 
 def engine_id() -> dict[str, str]:
@@ -50,7 +56,8 @@ class ChannelSummary:
     derivatives: int = 0
     ok: int = 0
     skipped: int = 0
-    failed: int = 0
+    failed: int = 0  # failed and kept
+    kept: int = 0  # failed, still serving the last good file
     bytes: int = 0
     seconds: float = 0.0  # summed render time of this channel's derivatives
 
@@ -63,41 +70,47 @@ class RunResult:
     out: str  # a local folder or an fsspec URL
     manifest_path: str
     wall_s: float
-    failed: list[dict] = field(default_factory=list)  # this run's failed rows
+    failed: list[dict] = field(default_factory=list)  # this run's failed and kept rows
     removed: list[dict] = field(default_factory=list)  # stale rows whose files were deleted
     kept_stale: int = 0
     channels: dict[str, ChannelSummary] = field(default_factory=dict)
+    cleaned: int = 0  # files an interrupted run had created, removed before this one
 
     @property
     def rows(self) -> list[dict]:
         """This run's rows (rows of channels not selected are carried, not listed), read back
         from OUT/_runs/<run_id>.parquet."""
-        history = manifest.read_rows(Store(self.out), f"{manifest.RUNS_DIR}/{self.run_id}.parquet")
-        return [r for r in history if r["status"] != "removed"]
+        rows = manifest.read_rows(Store(self.out), manifest.history_path(self.run_id))
+        return [r for r in rows if r["status"] != Status.REMOVED]
 
     @property
     def skipped(self) -> int:
         return sum(s.skipped for s in self.channels.values())
 
     @property
+    def kept(self) -> int:
+        return sum(s.kept for s in self.channels.values())
+
+    @property
     def exit_code(self) -> int:
         return EXIT_FAILURES if self.failed else EXIT_OK
 
 
-def _summarise(rows: list[dict], out: dict[str, ChannelSummary] | None = None,
+def _summarise(rows: Iterable[dict], out: dict[str, ChannelSummary] | None = None,
                failed: list[dict] | None = None) -> dict[str, ChannelSummary]:
-    """Per-channel counts of `rows`, added to `out`; failed rows also go to `failed`."""
+    """Per-channel counts of `rows`, added to `out`; failed and kept rows also go to `failed`."""
     out = {} if out is None else out
     for row in rows:
         s = out.setdefault(row.get("channel") or "(none)", ChannelSummary())
         s.derivatives += 1
-        if row["status"] == "failed":
+        if row["status"] in (Status.FAILED, Status.KEPT):
             s.failed += 1
+            s.kept += row["status"] == Status.KEPT
             if failed is not None:
                 failed.append(row)
         else:
-            s.ok += row["status"] == "ok"
-            s.skipped += row["status"] == "skipped"
+            s.ok += row["status"] == Status.OK
+            s.skipped += row["status"] == Status.SKIPPED
             s.bytes += row.get("bytes") or 0
             s.seconds += (row.get("render_ms") or 0.0) / 1000
     return out
@@ -112,65 +125,71 @@ def _rules(channels: Iterable[Channel], presets: dict) -> dict[tuple[str, str], 
     }
 
 
-def _key(row: dict) -> tuple:
-    return (row["master_id"], row.get("channel"), row.get("output"))
+def _stored_config(store: Store) -> tuple[Config, str] | None:
+    """The configuration OUT's last run used, and where it is kept; None if OUT has none."""
+    relative = manifest.meta_value(manifest.read_meta(store), manifest.META_CONFIG)
+    if relative is None:
+        return None
+    data = store.read(relative)
+    where = f"{store.location}/{relative}"
+    if data is None:
+        raise ConfigError(f"{where}: the configuration this OUT was made with is missing; "
+                          "pass --config-dir, or --reset-config for the built-in one")
+    return snapshot.decode(data, where), where
 
 
-def _of_channels(table: pa.Table, channels: set[str]) -> pa.ChunkedArray:
-    """True for the rows of `table` that belong to one of `channels`."""
-    return pc.fill_null(pc.is_in(table.column("channel"),
-                                 value_set=pa.array(sorted(channels), pa.string())), False)
+def _config_for(store: Store, config_dir: str | Path | None, reset: bool,
+                info: Callable[[str], None]) -> Config:
+    """The configuration a run or a check uses: --config-dir (on top of the built-in one) when
+    given or with --reset-config; else the one OUT was made with, so that forgetting
+    --config-dir never undoes outputs; else the built-in one."""
+    stored = None if config_dir is not None or reset else _stored_config(store)
+    if stored is None:
+        return load_config(config_dir)
+    config, where = stored
+    changed = snapshot.differences(config, load_config(None))
+    if changed:  # the same as the built-in one: nothing worth a line
+        info(f"using the configuration stored with OUT ({where}); the built-in one differs "
+             f"({'; '.join(changed[:5])}{'; ...' if len(changed) > 5 else ''}): pass "
+             "--reset-config to use it, or --config-dir")
+    return config
 
 
-@dataclass
-class _Settled:
-    carried: pa.Table  # rows of channels this run did not render
-    stale: pa.Table  # rows of rendered channels that this run did not produce
-    orphans: list[str]  # files no row claims any more
+def _refuse_out_in_catalog(catalog: str | Path, store: Store) -> None:
+    """OUT must not be the catalog's folder: its outputs would be read as masters."""
+    if store.local and not is_url(str(catalog)) and Path(catalog).is_dir() and (
+        Path(catalog).resolve() == Path(store.root)
+    ):
+        raise ConfigError(f"{store.root}: --out is the catalog's folder; its outputs would "
+                          "become masters of the next run: choose another folder")
 
 
-def _settle(previous: pa.Table, spool: manifest.Spool, channels: set[str],
-            keep_stale: bool) -> _Settled:
-    """Sort the previous manifest against this run's rows, in Arrow (no row dicts).
-
-    Rows of channels this run did not render are carried unchanged. A previous row of a rendered
-    channel that this run did not produce is stale (its master left the catalog, or its output
-    left the channel): dropped with its file, or carried with --keep-stale. A row without a
-    channel is a master-level failure: every run states it afresh.
-    """
-    chosen = _of_channels(previous, channels)
-    carried = previous.filter(pc.and_(pc.is_valid(previous.column("channel")), pc.invert(chosen)))
-    mine = previous.filter(chosen)
-    new = spool.table(["master_id", "channel", "output", "path", "status"])
-    stale = mine.filter(pc.invert(pc.fill_null(
-        pc.is_in(manifest.row_keys(mine), value_set=manifest.row_keys(new).combine_chunks()),
-        False)))
-    kept = [carried, stale] if keep_stale else [carried]
-    claimed = pa.concat_arrays([
-        manifest.claimed_paths(t).combine_chunks() for t in (*kept, new)
-    ] or [pa.array([], pa.string())])
-    paths = pc.unique(previous.column("path").drop_null().combine_chunks())
-    orphans = paths.filter(pc.invert(pc.is_in(paths, value_set=claimed))).to_pylist()
-    return _Settled(carried, stale, sorted(orphans))
+def _claim_new_paths(the_plan: Plan, previous: pa.Table, store: Store,
+                     masters: list[str]) -> list[str]:
+    """The planned paths no earlier row recorded: they may hold a file fanout did not write,
+    which a derivative must never overwrite (it fails instead). Returns the free ones, which
+    the run may create."""
+    recorded = set(previous.column("path").drop_null().to_pylist())
+    new = {d.path for mp in the_plan.masters for d in mp.derivatives
+           if d.path is not None and d.error is None and d.path not in recorded}
+    taken = store.existing(sorted(new))
+    if store.local:  # a path that is one of the catalog's masters (kept under OUT)
+        mine = set(masters)
+        taken |= {p for p in new if store.path(p) in mine}
+    for mp in the_plan.masters:
+        mp.derivatives = [
+            d if d.path not in taken else _refused(d, store)
+            for d in mp.derivatives
+        ]
+    return sorted(new - taken)
 
 
-def _previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPlan], None]:
-    """Attaches to a master, when it is submitted, the rows a previous run recorded for it."""
-    mine = previous.filter(_of_channels(previous, channels))
-    groups = (mine.append_column("_row", pa.array(range(mine.num_rows), pa.int64()))
-              .group_by("master_id").aggregate([("_row", "list")]))
-    where = {m: i for i, m in enumerate(groups.column("master_id").to_pylist())}
-    lists = groups.column("_row_list")
-
-    def prepare(mp: MasterPlan) -> None:
-        i = where.get(mp.master.id)
-        if i is not None:
-            rows = mine.take(lists[i].values).to_pylist()
-            mp.previous = {(r["channel"], r["output"]): r for r in rows}
-
-    return prepare
-
-
+def _refused(d: Derivative, store: Store) -> Derivative:
+    assert d.path is not None
+    why = store.unsafe(d.path) or (f"{store.location}/{d.path} exists and was not written by "
+                                   "fanout; fanout never overwrites a file it does not own: "
+                                   "move it away")
+    return replace(d, error=why)
 
 
 def render(
@@ -183,6 +202,10 @@ def render(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     force: bool = False,
     keep_stale: bool = False,
+    allow_removals: bool = False,
+    max_removals: str | int | None = None,
+    reset_config: bool = False,
+    max_master_bytes: int | None = None,
     on_planned: Callable[[Plan], None] | None = None,
     on_done: Callable[[int], None] | None = None,
     on_info: Callable[[str], None] | None = None,
@@ -190,147 +213,249 @@ def render(
     """Render what changed since the last run into OUT; write the files, the manifest and the
     run's history.
 
-    Raises ConfigError (nothing rendered) for bad configuration or usage, or when another run
-    holds OUT; a bad master never raises, it becomes `failed` rows.
+    Raises ConfigError (nothing rendered) for bad configuration or usage, when another run
+    holds OUT, or (RemovalRefused) when the run would remove more published files than the
+    removal guard allows; a bad master never raises, it becomes `failed` or `kept` rows.
     """
     start = time.perf_counter()
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels: expected a positive number; found {max_pixels}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: expected at least 1; found {workers}")
+    if max_master_bytes is not None and max_master_bytes < 1:
+        raise ConfigError(f"--max-master-bytes: expected a positive number; "
+                          f"found {max_master_bytes}")
+    info = on_info or (lambda message: None)
     out_store = Store(out)
-    config = load_config(config_dir)
+    _refuse_out_in_catalog(catalog, out_store)
+    history.removal_limit(max_removals, 0)  # a malformed --max-removals stops the run now
+    config = _config_for(out_store, config_dir, reset_config, info)
     chosen = config.select(channels)
     selected = {c.name for c in chosen}
     exclude = Path(out_store.root) if out_store.local else None
-    the_plan = build_plan(load_catalog(catalog, exclude=exclude), chosen, config.presets,
-                          engine_id())
+    masters = load_catalog(catalog, exclude=exclude)
+    the_plan = build_plan(masters, chosen, config.presets, engine_id())
     if on_planned is not None:
         on_planned(the_plan)
 
     from . import schedule  # Dask is imported only by runs that render
 
-    schedule.check_scheduler(scheduler)
-    out_store.prepare()
-    with out_store.exclusive():
-        out_store.sweep_temporaries()
-        previous = manifest.read_table(out_store)
-        if previous.num_rows:  # files a killed run wrote but never recorded: OUT must match
-            on_disk = out_store.files_under(sorted(config.channels))
-            recorded = set(manifest.claimed_paths(previous).to_pylist())
-            out_store.remove(sorted(on_disk - recorded))
-        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-        settings = JobSettings(out=out_store.location, run_id=run_id, max_pixels=max_pixels,
-                               rules=_rules(chosen, config.presets))
-        summary: dict[str, ChannelSummary] = {}
-        failed: list[dict] = []
-        with tempfile.TemporaryDirectory(prefix="fanout-run-") as tmp:
-            spool = manifest.Spool(Path(tmp))
-
-            def on_rows(rows: list[dict]) -> None:
-                spool.add(rows)
-                _summarise(rows, summary, failed)
-
-            schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
-                         on_done, on_info, on_rows=on_rows,
-                         prepare=_previous_index(previous, selected) if not force and (
-                             previous.num_rows) else None)
-            spool.close()
-            settled = _settle(previous, spool, selected, keep_stale)
-            stale = settled.stale
-            removed = stale
-            for name, value in (("run_id", run_id), ("status", "removed")):
-                removed = removed.set_column(removed.schema.get_field_index(name), name,
-                                             pa.array([value] * stale.num_rows, pa.string()))
-            rows = spool.in_order([mp.master.id for mp in the_plan.masters])
-            manifest.write_parts(out_store, f"{manifest.RUNS_DIR}/{run_id}.parquet",
-                                 [rows, *([] if keep_stale else [removed])])
-            manifest_path = manifest.write_parts(
-                out_store, manifest.MANIFEST_NAME,
-                [settled.carried, *([stale] if keep_stale else []), rows])
-            del rows
-        out_store.remove(settled.orphans)  # after the manifest; a crash in between leaves
-        # unrecorded files, which the next run's sweep above removes
-        out_store.sweep_temporaries()  # left by a worker killed mid-write (its master re-ran)
-    return RunResult(
-        run_id=run_id, out=out_store.location, manifest_path=manifest_path,
-        wall_s=time.perf_counter() - start, failed=failed,
-        removed=[] if keep_stale else stale.to_pylist(),
-        kept_stale=stale.num_rows if keep_stale else 0, channels=dict(sorted(summary.items())),
-    )
+    scratch.sweep()  # scratch folders of fanout processes killed with -9
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+    settings = JobSettings(
+        out=out_store.location, run_id=run_id, max_pixels=max_pixels, force=force,
+        rules=_rules(chosen, config.presets),
+        **({"max_master_bytes": max_master_bytes} if max_master_bytes else {}))
+    with schedule.connect(scheduler) as client, scratch.scratch("run") as spool_dir:
+        out_store.prepare()
+        with out_store.exclusive():
+            night = _Night(out_store, the_plan, masters, chosen, settings, config, spool_dir)
+            night.begin(keep_stale, allow_removals, max_removals)
+            try:
+                schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
+                             on_done, info, on_rows=night.add, client=client,
+                             prepare=night.prepare)
+                result = night.commit(keep_stale)
+            except BaseException:
+                night.undo()
+                raise
+    result.wall_s = time.perf_counter() - start
+    return result
 
 
-@dataclass
-class RunDiff:
-    older: str | None
-    newer: str
-    added: list[dict]
-    rerendered: list[dict]
-    removed: list[dict]
-    failed: list[dict]
-    unchanged: int
+class _Night:
+    """One run into OUT, under its lock: what it found, what it made, and how it commits."""
 
+    def __init__(self, store: Store, the_plan: Plan, masters: list[Master],
+                 chosen: list[Channel], settings: JobSettings, config: Config,
+                 spool_dir: Path) -> None:
+        self.store, self.plan, self.chosen = store, the_plan, chosen
+        self.selected = {c.name for c in chosen}
+        self.settings, self.config = settings, config
+        self.protect = [m.path for m in masters if not is_url(m.path)]
+        self.summary: dict[str, ChannelSummary] = {}
+        self.failed: list[dict] = []
+        self.failing: dict[str, str] = {}  # masters none of whose derivatives stand tonight
+        self.committed = False
+        self.spool = manifest.Spool(spool_dir)
+        self.writes: list[str] | None = None  # paths this run may create, once claimed
 
-def diff(out: str | Path, older: str | None = None, newer: str | None = None) -> RunDiff:
-    """Compare two runs' history (default: the latest against the one before it).
+    def begin(self, keep_stale: bool, allow: bool, max_removals: str | int | None) -> None:
+        """Settle what an interrupted run left, apply the removal guard, claim new paths."""
+        store = self.store
+        self.previous, meta = manifest.read_state(store)
+        recorded = set(manifest.claimed_paths(self.previous).to_pylist())
+        store.sweep_temporaries()
+        self.cleaned = history.finish_interrupted(
+            store, manifest.meta_value(meta, manifest.META_RUN), recorded, self.protect)
+        self._replan_unknown_kinds()
+        history.guard(history.predict_removals(self.previous, self.plan.masters, self.selected,
+                                               keep_stale),
+                      allow, max_removals, store.location)
+        self.writes = _claim_new_paths(self.plan, self.previous, store, self.protect)
+        manifest.write_journal(store, self.settings.run_id, self.writes, [])
+        self.prepare = (history.previous_index(self.previous, self.selected)
+                        if self.previous.num_rows else None)
 
-    A history file holds what its run did: ok (rendered), skipped, failed, and the stale rows it
-    removed (status `removed`). A rendered derivative the older run did not have is `added`.
-    """
-    out_store = Store(out)
-    ids = manifest.runs(out_store)
-    if not ids:
-        raise ConfigError(f"{out}: no runs recorded (no {manifest.RUNS_DIR}/ folder)")
-    for name, value in (("--to", newer), ("--from", older)):
-        if value is not None and value not in ids:
-            raise ConfigError(f"{name}: no run {value!r} in {out}; runs: {', '.join(ids)}")
-    newer = newer or ids[-1]
-    if older is None and ids.index(newer) > 0:
-        older = ids[ids.index(newer) - 1]
-    def history(run: str) -> list[dict]:
-        return manifest.read_rows(out_store, f"{manifest.RUNS_DIR}/{run}.parquet")
+    def _replan_unknown_kinds(self) -> None:
+        """A master whose content cannot be told tonight (missing, unreadable) is planned as
+        the kind it was last time, so that its derivatives fail as themselves and keep their
+        last good files (rather than as image outputs it never had)."""
+        unknown = {mp.master.id: i for i, mp in enumerate(self.plan.masters)
+                   if mp.master.kind is None}
+        if not unknown or not self.previous.num_rows:
+            return
+        known = self.previous.filter(pc.and_(
+            pc.is_in(self.previous.column("master_id"),
+                     value_set=pa.array(sorted(unknown), pa.string())),
+            pc.is_valid(self.previous.column("master_kind"))))
+        hints = dict(zip(known.column("master_id").to_pylist(),
+                         known.column("master_kind").to_pylist(), strict=True))
+        for master_id, kind in hints.items():
+            i = unknown[master_id]
+            master = replace(self.plan.masters[i].master, kind=kind)
+            self.plan.masters[i] = build_plan([master], self.chosen, self.config.presets,
+                                              engine_id()).masters[0]
 
-    before = {_key(r) for r in history(older) if r["status"] in ("ok", "skipped")} if older else (
-        set())
-    after = history(newer)
-    rendered = [r for r in after if r["status"] == "ok"]
-    return RunDiff(
-        older=older, newer=newer,
-        added=[r for r in rendered if _key(r) not in before],
-        rerendered=[r for r in rendered if _key(r) in before],
-        removed=[r for r in after if r["status"] == "removed"],
-        failed=[r for r in after if r["status"] == "failed"],
-        unchanged=sum(r["status"] == "skipped" for r in after),
-    )
+    def add(self, rows: list[dict]) -> None:
+        self.spool.add(rows)
+        _summarise(rows, self.summary, self.failed)
+        history.failing_masters(rows, self.failing)
+
+    def commit(self, keep_stale: bool) -> RunResult:
+        """Write the history, the configuration and the manifest (the commit), then delete
+        what left the catalog or its channel."""
+        store, run_id = self.store, self.settings.run_id
+        self.spool.close()
+        settled = history.settle(
+            self.previous, self.spool.table(["master_id", "channel", "output", "path", "status"]),
+            self.selected, keep_stale, self.failing, run_id, store)
+        _summarise(settled.kept.to_pylist(), self.summary, self.failed)
+        removed = history.with_status(settled.stale, run_id, Status.REMOVED)
+        rows = self.spool.in_order([mp.master.id for mp in self.plan.masters])
+        manifest.write_journal(store, run_id, self.writes, settled.orphans)
+        manifest.write_parts(store, manifest.history_path(run_id, manifest.PENDING_SUFFIX),
+                             [rows, settled.kept, *([] if keep_stale else [removed])])
+        config_path, config_data = snapshot.encode(self.config)
+        if store.read(config_path) != config_data:
+            store.write(config_path, config_data)
+        manifest_path = manifest.write_parts(
+            store, manifest.MANIFEST_NAME,
+            [settled.carried, *([settled.stale] if keep_stale else []), settled.kept, rows],
+            manifest.encode_meta({manifest.META_RUN: run_id, manifest.META_CONFIG: config_path}))
+        self.committed = True
+        del rows
+        store.rename(manifest.history_path(run_id, manifest.PENDING_SUFFIX),
+                     manifest.history_path(run_id))
+        store.remove(settled.orphans, self.protect)
+        store.remove([manifest.history_path(run_id, manifest.JOURNAL_SUFFIX)])
+        store.sweep_temporaries()  # left by a worker killed mid-write (its master re-ran)
+        return RunResult(
+            run_id=run_id, out=store.location, manifest_path=manifest_path, wall_s=0.0,
+            failed=self.failed, removed=[] if keep_stale else settled.stale.to_pylist(),
+            kept_stale=settled.stale.num_rows if keep_stale else 0,
+            channels=dict(sorted(self.summary.items())), cleaned=self.cleaned)
+
+    def undo(self) -> None:
+        """A run stopped before it committed (interrupted, disk full): delete the files it
+        created and its pending history now. Its journal stays for the next run, which
+        repeats this in case a worker was still writing."""
+        self.spool.abandon()
+        if self.committed or self.writes is None:
+            return
+        try:
+            recorded = set(manifest.claimed_paths(self.previous).to_pylist())
+            self.store.remove([p for p in self.writes if p not in recorded], self.protect)
+            self.store.remove([manifest.history_path(self.settings.run_id,
+                                                     manifest.PENDING_SUFFIX)])
+            self.store.sweep_temporaries()
+        except OSError:
+            pass  # the journal lets the next run finish this
 
 
 @dataclass
 class CheckResult:
     checked: int
     problems: list[tuple[str, str]]  # (path, what is wrong)
+    foreign: list[str] = field(default_factory=list)  # files under OUT fanout did not write
+    kept: list[dict] = field(default_factory=list)  # rows serving a last good file
 
 
-def check(out: str | Path, config_dir: str | Path | None = None) -> CheckResult:
-    """Verify an output tree against its manifest and its channels' rules."""
+# What fanout keeps at the top of OUT besides the channels' folders.
+OWN_ENTRIES = (manifest.MANIFEST_NAME, manifest.RUNS_DIR, snapshot.CONFIG_DIR, ".fanout.lock",
+               "report.html")
+
+
+def check(out: str | Path, config_dir: str | Path | None = None,
+          reset_config: bool = False,
+          on_info: Callable[[str], None] | None = None) -> CheckResult:
+    """Verify an output tree against its manifest and its channels' rules (the configuration
+    OUT was made with unless --config-dir or --reset-config says otherwise).
+
+    Files under OUT that fanout did not write are listed as foreign, and left alone; files an
+    interrupted run created (the next render removes them) are problems.
+    """
     from .image.check import check_tree
 
     out_path, rows = _published_rows(out)
-    config = load_config(config_dir)
-    on_disk = Store(out_path).files_under(sorted({r["channel"] for r in rows if r["channel"]}))
+    store = Store(out_path)
+    config = _config_for(store, config_dir, reset_config, on_info or (lambda message: None))
     checked, problems = check_tree(
         out_path, rows, _rules(config.channels.values(), config.presets),
         expand_ladders(config.presets))
-    problems += [(path, "unrecorded: no manifest row claims this file")
-                 for path in sorted(on_disk - set(
-                     manifest.claimed_paths(manifest.to_table(rows)).to_pylist()))]
-    return CheckResult(checked, problems)
+    top = [p.name for p in out_path.iterdir() if p.name not in OWN_ENTRIES]
+    unclaimed = store.files_under(top) - set(
+        manifest.claimed_paths(manifest.to_table(rows)).to_pylist())
+    interrupted = {p for journal in store.files_under([manifest.RUNS_DIR])
+                   if journal.endswith(manifest.JOURNAL_SUFFIX)
+                   for p in manifest.read_journal(store, journal)["write"]}
+    problems += [(path, "unrecorded: written by an interrupted run; the next render removes "
+                        "it") for path in sorted(unclaimed & interrupted)]
+    return CheckResult(checked, problems, sorted(unclaimed - interrupted),
+                       [r for r in rows if r["status"] == Status.KEPT])
+
+
+def recover(out: str | Path) -> tuple[int, str | None]:
+    """Rebuild a corrupt or lost OUT/manifest.parquet from the run history in OUT/_runs.
+
+    The unreadable manifest is kept as _runs/corrupt-manifest-<time>.parquet.bak; no output
+    file is touched. Returns (rows, the run the rebuilt manifest commits).
+    """
+    store = Store(out)
+    rows, last = history.replay(store)
+    if last is None:
+        raise ConfigError(f"{store.location}: no run history in {manifest.RUNS_DIR}/ to "
+                          "rebuild the manifest from")
+    try:
+        current, _ = manifest.read_state(store)
+    except manifest.CorruptManifest:  # kept for a post-mortem, beside the history
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        store.rename(manifest.MANIFEST_NAME,
+                     f"{manifest.RUNS_DIR}/corrupt-manifest-{stamp}.parquet.bak")
+    else:
+        if current.num_rows or store.read(manifest.MANIFEST_NAME) is not None:
+            raise ConfigError(f"{store.location}/{manifest.MANIFEST_NAME}: the manifest reads "
+                              "fine; nothing to recover")
+    meta = {manifest.META_RUN: last}
+    newest = _newest_config(store)
+    if newest is not None:
+        meta[manifest.META_CONFIG] = newest
+    manifest.write_parts(store, manifest.MANIFEST_NAME, [rows], manifest.encode_meta(meta))
+    return rows.num_rows, last
+
+
+def _newest_config(store: Store) -> str | None:
+    """The configuration snapshot written last (by the last run that changed it)."""
+    snapshots = sorted(store.files_under([snapshot.CONFIG_DIR]),
+                       key=lambda p: store.fs.modified(store.path(p)))
+    return snapshots[-1] if snapshots else None
 
 
 def _published_rows(out: str | Path) -> tuple[Path, list[dict]]:
     out_path = Path(out)
     if not (out_path / manifest.MANIFEST_NAME).is_file():
         raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
-    return out_path, manifest.read_rows(Store(out_path))
+    return out_path, manifest.read_state(Store(out_path))[0].to_pylist()
 
 
 def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",

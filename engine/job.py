@@ -7,25 +7,22 @@ Dask. It never raises for a bad master: every problem becomes `failed` rows.
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypeVar
 
-import fsspec
 import pyvips
 
 from .errors import MasterError
 from .image.render import Rendered, from_image, render_all, render_decoded
 from .image.rules import video_violations, violations
+from .masters import DEFAULT_MAX_MASTER_BYTES, hash_master, open_master, read_master
 from .plan import Derivative, MasterPlan
 from .spec.models import ImagePreset, Preset, Rules, VideoPreset
+from .manifest import PUBLISHED, Status
+from .scratch import scratch
 from .store import Store, sha256_of
 from .video.probe import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
 from .video.render import VideoRendered, render_video
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +33,8 @@ class JobSettings:
     max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS
     max_video_s: float = DEFAULT_MAX_VIDEO_S
     rules: dict[tuple[str, str], Rules] = field(default_factory=dict)  # (channel, output) -> rules
+    force: bool = False  # render everything, even what a previous run already made
+    max_master_bytes: int = DEFAULT_MAX_MASTER_BYTES
 
 
 def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> dict:
@@ -52,40 +51,6 @@ def _failed(base: dict, d: Derivative | None, error: str) -> dict:
         row.update(channel=d.channel, output=d.output, preset=d.preset,
                    recipe_hash=d.recipe_hash, format=d.format)
     return row
-
-
-def _read_error(exc: OSError) -> MasterError:
-    if isinstance(exc, FileNotFoundError):
-        return MasterError("file not found")
-    if isinstance(exc, IsADirectoryError):
-        return MasterError("is a folder, not a file")
-    return MasterError(f"cannot read: {exc.strerror or exc}")
-
-
-def _open(path: str) -> BinaryIO:
-    """The master's file, open for reading (a MasterError saying why when it cannot be)."""
-    try:
-        return fsspec.open(path, "rb").open()
-    except OSError as exc:
-        raise _read_error(exc) from None
-
-
-def _read(path: str) -> bytes:
-    return _reading(path, lambda fh: fh.read())
-
-
-def _hash(path: str) -> str:
-    """sha256 of a master read in chunks (a video may be gigabytes: never whole in memory)."""
-    return _reading(path, sha256_of)
-
-
-def _reading(path: str, how: Callable[[BinaryIO], T]) -> T:
-    """`how` applied to the master's open file; read errors as MasterError."""
-    with _open(path) as fh:
-        try:
-            return how(fh)
-        except OSError as exc:
-            raise _read_error(exc) from None
 
 
 def _unchanged(prev: dict | None, d: Derivative, master_sha: str, store: Store) -> bool:
@@ -150,7 +115,7 @@ def _render_video_master(
     videos = {h: p for h, p in presets.items() if isinstance(p, VideoPreset)}
     posters = {h: p for h, p in presets.items() if isinstance(p, ImagePreset)}
     frames = list(dict.fromkeys(p.frame for p in posters.values() if p.frame is not None))
-    with _open(path) as fh:
+    with open_master(path) as fh:
         done = render_video(fh, videos, frames, workdir, settings.max_video_pixels,
                             settings.max_video_s)
     results: dict[str, Rendered | VideoRendered | MasterError] = dict(done.results)
@@ -162,20 +127,57 @@ def _render_video_master(
 
 def fail_master(mp: MasterPlan, settings: JobSettings, error: str,
                 base: dict | None = None) -> list[dict]:
-    """A `failed` row for every derivative of the master (one row if it has none)."""
+    """A `failed` row for every derivative of the master (one row if it has none); a
+    derivative whose earlier file still stands keeps it (`kept`)."""
     base = base or _base_row(mp, settings.run_id, None)
     message = f"{mp.master.path}: {error}"
     if not mp.derivatives:
         return [_failed(base, None, message)]
-    return [_failed(base, d, message) for d in mp.derivatives]
+    return keep_last_good([_failed(base, d, message) for d in mp.derivatives], mp, settings)
+
+
+def keep_last_good(rows: list[dict], mp: MasterPlan, settings: JobSettings) -> list[dict]:
+    """Failed rows whose derivative had a published file become `kept` rows: the file stays
+    served, with its facts, and the row says why it was not refreshed and since when.
+
+    A failure tonight (master unreadable, decode or encoder error, a broken rule) must never
+    take down what the store serves; only leaving the catalog or the channel removes a file.
+    """
+    if not mp.previous or not any(r["status"] == Status.FAILED for r in rows):
+        return rows
+    store = Store(settings.out)
+    out = []
+    for row in rows:
+        prev = mp.previous.get((row.get("channel"), row.get("output")))
+        if row["status"] == Status.FAILED and _still_served(prev, store):
+            assert prev is not None
+            since = prev.get("stale_since") if prev["status"] == Status.KEPT else None
+            row = dict(prev, run_id=settings.run_id, status=Status.KEPT.value,
+                       error=row["error"], stale_since=since or settings.run_id,
+                       render_ms=0.0, decode_ms=None)
+        out.append(row)
+    return out
+
+
+def _still_served(prev: dict | None, store: Store) -> bool:
+    """An earlier row's file is published and still on disk as recorded (by size: hashing
+    every served file on a night the masters' mount is gone would read all of OUT)."""
+    return (prev is not None and prev["status"] in PUBLISHED and prev.get("path") is not None
+            and store.size(prev["path"]) == prev["bytes"])
 
 
 def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[dict]:
     """Every manifest row for one master. Failures are rows, never exceptions.
 
     Derivatives whose previous output still stands are recorded `skipped` with the previous
-    file facts; the master is decoded only if something is left to render.
+    file facts; the master is decoded only if something is left to render. A derivative that
+    fails keeps its earlier published file (`kept`).
     """
+    return keep_last_good(_render_master(mp, presets, settings), mp, settings)
+
+
+def _render_master(mp: MasterPlan, presets: dict[str, Preset],
+                   settings: JobSettings) -> list[dict]:
     master = mp.master
     base = _base_row(mp, settings.run_id, None)
 
@@ -186,10 +188,11 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
         return fail_all(master.error or "")
     try:
         if master.kind == "video":  # streamed from its file: hashed here, decoded in one pass
-            data, base["master_sha256"] = b"", _hash(master.path)
+            data = b""
+            base["master_sha256"], size = hash_master(master.path, settings.max_master_bytes)
         else:
-            data = _read(master.path)
-            base["master_sha256"] = hashlib.sha256(data).hexdigest()
+            data = read_master(master.path, settings.max_master_bytes)
+            base["master_sha256"], size = hashlib.sha256(data).hexdigest(), len(data)
     except MasterError as exc:
         return fail_all(str(exc))
     if not mp.derivatives:
@@ -201,7 +204,8 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
         d: dict(mp.previous[(d.channel, d.output)], **base, status="skipped", error=None,
                 render_ms=0.0, decode_ms=None)
         for d in mp.derivatives
-        if d.error is None and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, store)
+        if d.error is None and not settings.force
+        and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, store)
     }
     todo = [d for d in mp.derivatives if d not in skipped]
     recipes = {d.recipe_hash: d.preset for d in todo if d.error is None}
@@ -210,14 +214,15 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
     wanted = {h: presets[name] for h, name in recipes.items()}
     try:
         if master.kind == "video":
-            with tempfile.TemporaryDirectory(prefix="fanout-video-") as work:
-                results, decode_ms = _render_video_master(master.path, wanted, settings,
-                                                          Path(work))
+            with scratch("video") as work:
+                results, decode_ms = _render_video_master(master.path, wanted, settings, work)
                 return _rows(mp, base, skipped, results, decode_ms, settings, store)
         images = {h: p for h, p in wanted.items() if isinstance(p, ImagePreset)}  # all of them
         results, decode_ms = render_all(data, images, settings.max_pixels)
     except MasterError as exc:
         return fail_all(str(exc))
+    except MemoryError:  # one huge master must not take the worker (and the run) down
+        return fail_all(f"out of memory decoding ({size} bytes)")
     return _rows(mp, base, skipped, results, decode_ms, settings, store)
 
 

@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import io
 import posixpath
-import tempfile
 from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .errors import ConfigError
+from .scratch import scratch
 from .store import Store
 
 MANIFEST_NAME = "manifest.parquet"
 RUNS_DIR = "_runs"  # history: one file of rows per run
+# A run's history is written as <run>.pending.parquet and renamed to <run>.parquet once the
+# manifest that commits the run is in place; <run>.journal.parquet lists the paths the run may
+# create and the files it will remove, so that a run killed at any point can be finished or
+# undone by the next one.
+PENDING_SUFFIX = ".pending.parquet"
+JOURNAL_SUFFIX = ".journal.parquet"
+# Key-value metadata of manifest.parquet: the run it commits and the configuration it used.
+META_RUN = b"fanout.run_id"
+META_CONFIG = b"fanout.config"
+
+
+class Status(StrEnum):
+    """A row's status. `kept`: the derivative failed this run, but the file an earlier run
+    published stays served (the row keeps that file's facts, says why in `error`, and
+    `stale_since` names the run since which it has not been refreshed)."""
+
+    OK = "ok"  # rendered and published by this run
+    SKIPPED = "skipped"  # unchanged since an earlier run; its file stands
+    FAILED = "failed"  # failed, and no earlier file to serve (path null)
+    KEPT = "kept"  # failed, and the last good file stays published
+    REMOVED = "removed"  # history only: a stale row whose file this run deleted
+
+
+PUBLISHED = (Status.OK.value, Status.SKIPPED.value, Status.KEPT.value)  # a file is served
 
 SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -46,10 +72,14 @@ SCHEMA = pa.schema([
     ("role", pa.string()),
     ("preset", pa.string()),
     ("decode_ms", pa.float64()),
+    ("stale_since", pa.string()),
 ])
 
 
 def to_table(rows: list[dict]) -> pa.Table:
+    unknown = {key for row in rows for key in row} - set(SCHEMA.names)
+    if unknown:  # a misspelt column would otherwise become a silent null
+        raise KeyError(f"manifest rows have unknown columns: {', '.join(sorted(unknown))}")
     columns = {name: [row.get(name) for row in rows] for name in SCHEMA.names}
     return pa.table(columns, schema=SCHEMA)
 
@@ -69,17 +99,58 @@ def read(out: Path | str) -> pa.Table:
     return _read_parquet(data)
 
 
+class CorruptManifest(ConfigError):
+    """OUT/manifest.parquet cannot be read; `fanout recover OUT` rebuilds it from the history."""
+
+
+def read_state(store: Store) -> tuple[pa.Table, dict[bytes, bytes]]:
+    """The manifest and its metadata (the run it commits, its configuration); an empty table
+    and {} on a first run. A manifest that cannot be read stops the run: treating it as empty
+    would re-render everything and orphan every published file."""
+    data = store.read(MANIFEST_NAME)
+    if data is None:
+        return SCHEMA.empty_table(), {}
+    try:
+        table = _read_parquet(data)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        where = store.path(MANIFEST_NAME) if store.local else f"{store.location}/{MANIFEST_NAME}"
+        reason = "empty file" if not data else str(exc).splitlines()[0]
+        raise CorruptManifest(
+            f"{where}: cannot read the manifest ({reason}); no file was changed. Rebuild it "
+            f"from the run history with: fanout recover {store.location}"
+        ) from None
+    return conform(table), dict(table.schema.metadata or {})
+
+
+def read_meta(store: Store) -> dict[bytes, bytes]:
+    """The manifest's metadata alone (its footer, not its rows); {} when there is none."""
+    target = store.path(MANIFEST_NAME)
+    try:
+        with store.fs.open(target, "rb") as fh:
+            return dict(pq.read_schema(fh).metadata or {})
+    except (FileNotFoundError, IsADirectoryError):
+        return {}
+    except (pa.ArrowException, OSError, ValueError):
+        read_state(store)  # raises CorruptManifest with the recovery path
+        raise
+
+
 def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[dict]:
     """Rows of the manifest (or a history file); [] when there is none (a first run)."""
     return read_table(store, relative).to_pylist()
 
 
 def runs(store: Store) -> list[str]:
-    """Run ids with a history file, oldest first (run ids start with a UTC timestamp)."""
+    """Committed run ids (with a history file), oldest first (ids start with a UTC timestamp)."""
     return sorted(
         posixpath.basename(p).removesuffix(".parquet")
-        for p in store.files_under([RUNS_DIR]) if p.endswith(".parquet")
+        for p in store.files_under([RUNS_DIR])
+        if p.endswith(".parquet") and not p.endswith((PENDING_SUFFIX, JOURNAL_SUFFIX))
     )
+
+
+def history_path(run_id: str, suffix: str = ".parquet") -> str:
+    return f"{RUNS_DIR}/{run_id}{suffix}"
 
 
 def conform(table: pa.Table) -> pa.Table:
@@ -124,6 +195,11 @@ class Spool:
         self._flush()
         self._writer.close()
 
+    def abandon(self) -> None:
+        """Close the spool file without writing what is buffered (a run that stopped)."""
+        self._buffer = []
+        self._writer.close()
+
     def in_order(self, master_ids: list[str]) -> pa.Table:
         """Every spooled row, in the order of `master_ids` (the catalog's): a cluster finishes
         masters in any order, the manifest lists them the same way every time. Arrow columns,
@@ -137,16 +213,54 @@ class Spool:
         return _read_parquet(self.path, columns)
 
 
-def write_parts(store: Store, relative: str, parts: Iterable[pa.Table]) -> str:
+def write_parts(store: Store, relative: str, parts: Iterable[pa.Table],
+                metadata: dict[bytes, bytes] | None = None) -> str:
     """Write tables, in order, as one Parquet file at OUT/relative, atomically."""
-    with tempfile.TemporaryDirectory(prefix="fanout-manifest-") as tmp:
-        local = Path(tmp) / "part.parquet"
-        with pq.ParquetWriter(local, SCHEMA, compression="zstd") as writer:
+    schema = SCHEMA.with_metadata(metadata) if metadata else SCHEMA
+    with scratch("manifest") as tmp:
+        local = tmp / "part.parquet"
+        with pq.ParquetWriter(local, schema, compression="zstd") as writer:
             for part in parts:
                 if part.num_rows:
-                    writer.write_table(part)
+                    writer.write_table(part.replace_schema_metadata(metadata))
         store.write_file(relative, local)
     return store.path(relative)
+
+
+def write_journal(store: Store, run_id: str, writes: list[str], removals: list[str]) -> None:
+    """The paths a run may create and the files it will remove, before it does either."""
+    table = pa.table({"path": pa.array(writes + removals, pa.string()),
+                      "action": pa.array(["write"] * len(writes) + ["remove"] * len(removals),
+                                         pa.string())})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    store.write(history_path(run_id, JOURNAL_SUFFIX), buffer.getvalue())
+
+
+def read_journal(store: Store, relative: str) -> dict[str, list[str]]:
+    """{"write": [...], "remove": [...]} of a journal; empty lists when it cannot be read
+    (a journal cut short by a crash lists nothing fanout can trust)."""
+    out: dict[str, list[str]] = {"write": [], "remove": []}
+    data = store.read(relative)
+    try:
+        table = _read_parquet(data) if data else None
+    except (pa.ArrowException, OSError, ValueError):
+        table = None
+    if table is not None:
+        for path, action in zip(table.column("path").to_pylist(),
+                                table.column("action").to_pylist(), strict=True):
+            out.setdefault(action, []).append(path)
+    return out
+
+
+def meta_value(meta: dict[bytes, bytes], key: bytes) -> str | None:
+    value = meta.get(key)
+    return value.decode() if value else None
+
+
+def encode_meta(values: dict[bytes, str]) -> dict[bytes, bytes]:
+    return {k: v.encode() for k, v in values.items()}
+
 
 
 def row_keys(table: pa.Table) -> pa.ChunkedArray:
@@ -158,6 +272,11 @@ def row_keys(table: pa.Table) -> pa.ChunkedArray:
 
 def claimed_paths(table: pa.Table) -> pa.ChunkedArray:
     """Paths of the files rows of `table` stand for (failed rows stand for none)."""
-    published = pc.and_(pc.not_equal(table.column("status"), "failed"),
-                        pc.is_valid(table.column("path")))
-    return table.filter(published).column("path")
+    return table.filter(published_mask(table)).column("path")
+
+
+def published_mask(table: pa.Table) -> pa.ChunkedArray:
+    """True for rows whose file is served: ok, skipped or kept, with a path."""
+    return pc.and_(pc.fill_null(pc.is_in(table.column("status"),
+                                         value_set=pa.array(PUBLISHED, pa.string())), False),
+                   pc.is_valid(table.column("path")))

@@ -7,7 +7,9 @@ comes back is plain manifest rows (a pyvips image never crosses a task boundary)
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import dask
 from dask.callbacks import Callback
@@ -37,6 +39,24 @@ def check_scheduler(scheduler: str) -> None:
             f"--scheduler: expected one of {', '.join(LOCAL_SCHEDULERS)} or a dask.distributed "
             f"address like tcp://host:8786; found {scheduler!r}"
         )
+
+
+@contextmanager
+def connect(scheduler: str) -> Iterator[Any]:
+    """A dask.distributed Client for an address (None for a local scheduler), opened before
+    anything is written, so that an unreachable scheduler leaves no OUT behind."""
+    check_scheduler(scheduler)
+    if "://" not in scheduler:
+        yield None
+        return
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout="20s")
+    except OSError as exc:
+        raise ConfigError(f"--scheduler: cannot reach {scheduler}: {exc}") from None
+    with client:
+        yield client
 
 
 def _task(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings,
@@ -69,6 +89,7 @@ def run(
     on_info: Callable[[str], None] | None = None,
     on_rows: Callable[[list[dict]], None] | None = None,
     prepare: Callable[[MasterPlan], None] | None = None,
+    client: Any = None,
 ) -> list[dict]:
     """Render every master.
 
@@ -89,8 +110,9 @@ def run(
     vips_threads = max(1, n_cores // workers)
     progress = on_done or (lambda n: None)
     if "://" in scheduler:
-        _run_distributed(plans, presets, settings, scheduler, progress,
-                         on_info or (lambda message: None), sink, prepare)
+        with nullcontext(client) if client is not None else connect(scheduler) as session:
+            _run_distributed(plans, presets, settings, session, progress,
+                             on_info or (lambda message: None), sink, prepare)
         return collected
     check_scheduler(scheduler)
     if scheduler == "sync":
@@ -118,7 +140,7 @@ def _run_distributed(
     plans: list[MasterPlan],
     presets: dict[str, Preset],
     settings: JobSettings,
-    address: str,
+    client: Any,
     progress: Callable[[int], None],
     on_info: Callable[[str], None],
     sink: Callable[[list[dict]], None],
@@ -134,68 +156,64 @@ def _run_distributed(
     worker again (a decoder that crashes on it every time) is recorded `failed`, and the run
     goes on.
     """
-    from distributed import Client, Future, as_completed, wait
+    from distributed import Future, as_completed, wait
     from distributed.scheduler import KilledWorker
 
-    try:
-        client = Client(address, timeout="20s")
-    except OSError as exc:
-        raise ConfigError(f"--scheduler: cannot reach {address}: {exc}") from None
-    with client:
-        threads = sum(client.nthreads().values())
-        on_info(f"cluster {address}: {len(client.nthreads())} workers, {threads} threads; "
-                f"dashboard: {client.dashboard_link}")
-        window = max(32, 4 * threads)
-        index: dict[str, int] = {}
-        pending = iter(enumerate(plans))
+    address = client.scheduler.address
+    threads = sum(client.nthreads().values())
+    on_info(f"cluster {address}: {len(client.nthreads())} workers, {threads} threads; "
+            f"dashboard: {client.dashboard_link}")
+    window = max(32, 4 * threads)
+    index: dict[str, int] = {}
+    pending = iter(enumerate(plans))
 
-        def submit(i: int, attempt: str = "") -> Future:
-            # One libvips thread per task: the cluster's workers run one task per thread.
-            prepare(plans[i])
-            return client.submit(_task, plans[i], presets, settings, 1, pure=False,
-                                 key=f"master-{settings.run_id}-{i}{attempt}")
+    def submit(i: int, attempt: str = "") -> Future:
+        # One libvips thread per task: the cluster's workers run one task per thread.
+        prepare(plans[i])
+        return client.submit(_task, plans[i], presets, settings, 1, pure=False,
+                             key=f"master-{settings.run_id}-{i}{attempt}")
 
-        def submit_next(queue: as_completed) -> None:
-            for i, _ in pending:
-                future = submit(i)
-                index[future.key] = i
-                queue.add(future)
-                return
+    def submit_next(queue: as_completed) -> None:
+        for i, _ in pending:
+            future = submit(i)
+            index[future.key] = i
+            queue.add(future)
+            return
 
-        def settle(i: int, future: Future) -> None:
-            try:
-                rows = future.result()
-            except Exception as exc:  # noqa: BLE001 (one master's fault never stops the run)
-                rows = fail_master(plans[i], settings, f"render crashed: {exc!r}")
+    def settle(i: int, future: Future) -> None:
+        try:
+            rows = future.result()
+        except Exception as exc:  # noqa: BLE001 (one master's fault never stops the run)
+            rows = fail_master(plans[i], settings, f"render crashed: {exc!r}")
+        future.release()
+        finish(i, rows)
+
+    def finish(i: int, rows: list[dict]) -> None:
+        plans[i].previous = {}
+        sink(rows)
+        progress(1)
+
+    suspects: list[int] = []
+    queue = as_completed()
+    for _ in range(window):
+        submit_next(queue)
+    for future in queue:
+        i = index.pop(future.key)
+        if future.status == "error" and isinstance(future.exception(), KilledWorker):
+            suspects.append(i)
             future.release()
-            finish(i, rows)
-
-        def finish(i: int, rows: list[dict]) -> None:
-            plans[i].previous = {}
-            sink(rows)
-            progress(1)
-
-        suspects: list[int] = []
-        queue = as_completed()
-        for _ in range(window):
-            submit_next(queue)
-        for future in queue:
-            i = index.pop(future.key)
-            if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                suspects.append(i)
-                future.release()
-            else:
-                settle(i, future)
-            submit_next(queue)
-        for i in suspects:  # alone, one at a time
-            future = submit(i, "-alone")
-            wait([future])
-            if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                future.release()
-                finish(i, fail_master(
-                    plans[i], settings,
-                    "a worker died every time it rendered this master, also alone (a crash "
-                    "in a decoder?); gave up after the scheduler's allowed failures",
-                ))
-            else:
-                settle(i, future)
+        else:
+            settle(i, future)
+        submit_next(queue)
+    for i in suspects:  # alone, one at a time
+        future = submit(i, "-alone")
+        wait([future])
+        if future.status == "error" and isinstance(future.exception(), KilledWorker):
+            future.release()
+            finish(i, fail_master(
+                plans[i], settings,
+                "a worker died every time it rendered this master, also alone (a crash "
+                "in a decoder?); gave up after the scheduler's allowed failures",
+            ))
+        else:
+            settle(i, future)

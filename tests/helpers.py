@@ -42,11 +42,12 @@ def content_box(image: pyvips.Image, threshold: int = 24) -> tuple[int, int, int
 
 
 def output_files(out: Path) -> set[str]:
-    """Every file under OUT but the manifest, the run history and the writer's lock."""
+    """Every file under OUT but the manifest, the run history, the stored configuration and
+    the writer's lock."""
     return {
         p.relative_to(out).as_posix() for p in out.rglob("*")
         if p.is_file() and p.name not in ("manifest.parquet", ".fanout.lock")
-        and p.relative_to(out).parts[0] != "_runs"
+        and p.relative_to(out).parts[0] not in ("_runs", "_config")
     }
 
 
@@ -54,7 +55,7 @@ def assert_consistent(out: Path) -> None:
     """The manifest matches the disk exactly: every recorded file exists with its sha256, no
     file is unrecorded, no temporary is left."""
     rows = read(out).to_pylist()
-    recorded = {r["path"]: r["sha256"] for r in rows if r["status"] in ("ok", "skipped")}
+    recorded = {r["path"]: r["sha256"] for r in rows if r["status"] in ("ok", "skipped", "kept")}
     for path, digest in recorded.items():
         assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest, path
     on_disk = output_files(out)

@@ -144,6 +144,7 @@ def _files(out: Path) -> int:
     return sum(1 for p in out.rglob("*.*") if p.is_file()) if out.exists() else 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_files", [1, 25, 90])
 def test_kill_minus_9_at_any_point_then_a_rerun_leaves_out_consistent(tmp_path, kill_after_files):
     masters = tmp_path / "masters"

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import pyvips
 
+from ..manifest import PUBLISHED
 from ..spec.models import EXTENSIONS, Preset, Rules
 from ..store import sha256_of
 from ..video.probe import describe_output
@@ -97,11 +98,12 @@ def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None)
 def check_tree(
     out: Path, rows: list[dict], rules: dict[tuple[str, str], Rules], presets: dict[str, Preset]
 ) -> tuple[int, list]:
-    """(files checked, [(path, problem)]) for every ok/skipped row of a manifest."""
+    """(files checked, [(path, problem)]) for every row of a manifest whose file is served
+    (ok, skipped, and kept: a failed derivative's last good file)."""
     problems = []
     checked = 0
     for row in rows:
-        if row["status"] not in ("ok", "skipped") or not row["path"]:
+        if row["status"] not in PUBLISHED or not row["path"]:
             continue
         checked += 1
         problems += [(row["path"], p) for p in check_file(

@@ -25,7 +25,7 @@ figure.card img,figure.card video{width:164px;height:164px;object-fit:contain;ba
 repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 0 0/16px 16px;display:block}
 figure.failed{border:2px solid #c62828;background:#fdecea}.error{color:#b71c1c;font-size:12px;
 height:164px;overflow:auto;word-break:break-word}figcaption{font-size:12px;margin-top:4px}
-.status-ok{color:#2e7d32}.status-skipped{color:#6d6d6d}.status-failed{color:#c62828;font-weight:600}
+.status-ok{color:#2e7d32}.status-skipped{color:#6d6d6d}.status-failed{color:#c62828;font-weight:600}.status-kept{color:#b26a00;font-weight:600}
 .counts span{margin-right:12px}label{margin-right:14px}
 """
 
@@ -75,6 +75,9 @@ def _card(row: dict, poster: str | None) -> str:
     status = row["status"]
     head = (_media(row, poster) if status != "failed" and row["path"]
             else f'<div class="error">{escape(row["error"] or "failed")}</div>')
+    if status == "kept":  # failed tonight; the file shown is the last good one, still served
+        head += (f'<div class="error">{escape(row["error"] or "failed")} (serving the file '
+                 f'from run {escape(row.get("stale_since") or "?")})</div>')
     facts = [escape(row["output"] or "(master)")]
     if status != "failed":
         facts += [f"{row['width']}×{row['height']}", escape(row["format"] or ""),
@@ -115,7 +118,8 @@ def render_report(rows: list[dict], title: str = "fanout report") -> str:
         sections.append(f'<section class="master" data-master="{escape(master_id)}"><h2>'
                         f"{escape(master_id)} <small>{meta}</small></h2>{body}</section>")
     options = "".join(f'<option value="{escape(c)}">{escape(c)}</option>' for c in channels)
-    statuses = "".join(f'<option value="{s}">{s}</option>' for s in ("ok", "skipped", "failed"))
+    statuses = "".join(f'<option value="{s}">{s}</option>'
+                       for s in ("ok", "skipped", "kept", "failed"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{escape(title)}</title><link rel="icon" href="data:,"><style>{STYLE}</style></head>
@@ -125,6 +129,8 @@ def render_report(rows: list[dict], title: str = "fanout report") -> str:
 <span><b id="master-count">{len(by_master)}</b> masters</span>
 <span class="status-ok"><b id="ok-count">{counts.get("ok", 0)}</b> ok</span>
 <span class="status-skipped"><b id="skipped-count">{counts.get("skipped", 0)}</b> skipped</span>
+<span class="status-kept"><b id="kept-count">{counts.get("kept", 0)}</b> kept (failed, last good
+file served)</span>
 <span class="status-failed"><b id="failed-count">{counts.get("failed", 0)}</b> failed</span></p>
 <label>Channel <select id="channel-filter"><option value="">all</option>{options}</select></label>
 <label>Status <select id="status-filter"><option value="">all</option>{statuses}</select></label>

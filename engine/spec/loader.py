@@ -25,6 +25,7 @@ class Config:
     channels: dict[str, Channel]
     presets: dict[str, Preset]
     sources: dict[str, str]  # "channel:NAME" / "preset:NAME" -> file it came from
+    files: tuple[ConfigFile, ...] = ()  # what it was loaded from, in layer order
 
     def select(self, names: list[str] | tuple[str, ...] | None) -> list[Channel]:
         if not names:
@@ -55,32 +56,128 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
-    lines = []
+# What a value should have been, by pydantic error type (types are strict: nothing is coerced).
+_EXPECTED_TYPE = {
+    "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+    "string_type": "a string", "list_type": "a list", "model_type": "a table",
+    "dict_type": "a table", "model_attributes_type": "a table",
+}
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
+           "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
+
+
+def _expected(err: dict[str, Any]) -> str:
+    """What `err` says was expected, as a phrase without 'expected' ("an integer")."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _EXPECTED_TYPE:
+        return _EXPECTED_TYPE[kind]
+    if kind in _BOUNDS:
+        key, op = _BOUNDS[kind]
+        return f"a number {op} {ctx[key]}"
+    if kind == "literal_error":
+        return f"one of {ctx['expected']}" if " or " in ctx["expected"] else ctx["expected"]
+    if kind == "string_pattern_mismatch":
+        return f"a name matching {ctx['pattern']}"
+    if kind == "too_short":
+        return f"at least {ctx['min_length']} item(s)"
+    msg = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+    msg = msg.removeprefix("expected ")
+    return msg[:1].lower() + msg[1:]
+
+
+def _where(loc: tuple[Any, ...], data: Any, keep_last: bool) -> tuple[Any, ...]:
+    """`loc` as key path in the file: the parts found in `data` (pydantic also puts a union
+    member's tag, like 'int' or "literal['best']", and validator names in a location); the last
+    part is kept when it names a missing key."""
+    if data is None:
+        return tuple(p for p in loc if not str(p).startswith("function-"))
+    parts, node = [], data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            parts.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            parts.append(part)
+            node = node[part]
+        elif keep_last and i == len(loc) - 1:
+            parts.append(part)
+    return tuple(parts)
+
+
+def _describe(exc: ValidationError, prefix: tuple[Any, ...] = (), data: Any = None) -> list[str]:
+    """One line per wrong key: `KEY: expected WHAT; found VALUE` (a union's alternatives in
+    one line), `KEY: unknown key (found VALUE)`, `KEY: missing required key`, or a check's own
+    message as it is (when it does not start with "expected", or already says what it found)."""
+    lines: list[tuple[str, str | None]] = []  # (key path, finished line or None: typed)
+    typed: dict[str, tuple[list[str], Any]] = {}  # key path -> (expected phrases, found)
     for err in exc.errors():
-        loc = _format_loc(prefix + tuple(p for p in err["loc"] if not str(p).startswith("function-")))
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (found {err['input']!r})")
-        elif err["type"] == "missing":
-            lines.append(f"{loc}: missing required key")
+        kind = err["type"]
+        loc = _format_loc(prefix + _where(err["loc"], data, keep_last=kind == "missing"))
+        if kind == "extra_forbidden":
+            lines.append((loc, f"{loc}: unknown key (found {err['input']!r})"))
+        elif kind == "missing":
+            lines.append((loc, f"{loc}: missing required key"))
+        elif kind == "value_error" and (
+            "found" in err["msg"] or not err["msg"].startswith("Value error, expected ")
+        ):  # a check's own message, complete as it is
+            lines.append((loc, f"{loc}: {err['msg'].removeprefix('Value error, ')}"))
+        elif loc in typed:  # another alternative of a union: same key, same value
+            typed[loc][0].append(_expected(err))
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: expected {msg[0].lower() + msg[1:]}; found {err['input']!r}")
-    return lines
+            typed[loc] = ([_expected(err)], err["input"])
+            lines.append((loc, None))
+    out = []
+    for loc, line in lines:
+        if line is None:
+            if any(other.startswith((loc + ".", loc + "[")) for other, _ in lines):
+                continue  # a union whose table or list alternative failed deeper: say that
+            phrases, found = typed[loc]
+            phrases = list(dict.fromkeys(phrases))
+            expected = (", ".join(phrases[:-1]) + " or " + phrases[-1] if len(phrases) > 1
+                        else phrases[0])
+            line = f"{loc}: expected {expected}; found {found!r}"
+        out.append(line)
+    return out
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConfigFile:
+    """One channel or preset file as read: what a run's configuration is made of, and what OUT
+    stores so that a later run can use the same configuration."""
+
+    kind: str  # "channels" or "presets"
+    name: str  # the file's name, e.g. "amazon.toml"
+    text: str
+    origin: str  # where it was read from, for messages
+
+    def __str__(self) -> str:
+        return self.origin
+
+
+def read_files(root: Path) -> list[ConfigFile]:
+    """The channels/*.toml and presets/*.toml below `root`, in name order."""
+    files = []
+    for kind in ("presets", "channels"):
+        for path in sorted((root / kind).glob("*.toml")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigError(f"{path}: cannot read: {reason}") from None
+            files.append(ConfigFile(kind, path.name, text, str(path)))
+    return files
+
+
+def _read_toml(file: ConfigFile) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(file.text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
 
 
-def _load_presets(folder: Path, presets: dict[str, Preset], sources: dict[str, str]) -> None:
-    for path in sorted(folder.glob("*.toml")):
+def _load_presets(files: list[ConfigFile], presets: dict[str, Preset],
+                  sources: dict[str, str]) -> None:
+    for path in (f for f in files if f.kind == "presets"):
         data = _read_toml(path)
         for name, table in data.items():
             if not isinstance(table, dict):
@@ -96,20 +193,24 @@ def _load_presets(folder: Path, presets: dict[str, Preset], sources: dict[str, s
             try:
                 presets[name] = PRESET_KINDS[kind].model_validate(table)
             except ValidationError as exc:
-                raise ConfigError(f"{path}: " + "; ".join(_describe(exc, (name,)))) from None
+                raise ConfigError(
+                    f"{path}: " + "; ".join(_describe(exc, (name,), table))
+                ) from None
             sources[f"preset:{name}"] = str(path)
 
 
-def _load_channels(folder: Path, channels: dict[str, Channel], sources: dict[str, str]) -> None:
-    for path in sorted(folder.glob("*.toml")):
+def _load_channels(files: list[ConfigFile], channels: dict[str, Channel],
+                   sources: dict[str, str]) -> None:
+    for path in (f for f in files if f.kind == "channels"):
         data = _read_toml(path)
         try:
             channel = Channel.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: " + "; ".join(_describe(exc))) from None
-        if channel.name != path.stem:
+            raise ConfigError(f"{path}: " + "; ".join(_describe(exc, (), data))) from None
+        stem = path.name.removesuffix(".toml")
+        if channel.name != stem:
             raise ConfigError(
-                f"{path}: name: expected the file's name {path.stem!r}; found {channel.name!r}"
+                f"{path}: name: expected the file's name {stem!r}; found {channel.name!r}"
             )
         channels[channel.name] = channel
         sources[f"channel:{channel.name}"] = str(path)
@@ -202,19 +303,22 @@ def _check_video(preset: VideoPreset, rules: Rules, where: str, name: str) -> No
 
 def load_config(config_dir: Path | str | None = None) -> Config:
     """Built-in channels and presets, then a user's config_dir on top (same name overrides)."""
-    presets: dict[str, Preset] = {}
-    channels: dict[str, Channel] = {}
-    sources: dict[str, str] = {}
-    roots = [builtin_dir()]
+    files = read_files(builtin_dir())
     if config_dir is not None:
         extra = Path(config_dir)
         if not extra.is_dir():
             raise ConfigError(f"{extra}: config dir does not exist or is not a folder")
-        roots.append(extra)
-    for root in roots:
-        _load_presets(root / "presets", presets, sources)
-    for root in roots:
-        _load_channels(root / "channels", channels, sources)
+        files += read_files(extra)
+    return load_files(files)
+
+
+def load_files(files: list[ConfigFile]) -> Config:
+    """A configuration from its files, in layer order (a later file's names override)."""
+    presets: dict[str, Preset] = {}
+    channels: dict[str, Channel] = {}
+    sources: dict[str, str] = {}
+    _load_presets(files, presets, sources)
+    _load_channels(files, channels, sources)
     for name, channel in channels.items():
         _check_channel(channel, presets, sources[f"channel:{name}"])
-    return Config(channels=channels, presets=presets, sources=sources)
+    return Config(channels=channels, presets=presets, sources=sources, files=tuple(files))

@@ -1,0 +1,297 @@
+"""A run against the ones before it: what stays, what goes, what the removal guard allows, how a
+run commits, how an interrupted one is finished or undone, and what changed between two runs.
+
+The manifest (OUT/manifest.parquet) is the single commit point. A run writes, in this order:
+a journal of the paths it may create and the files it will remove (before any of them), the
+outputs, its history as `<run>.pending.parquet`, and then the manifest, whose metadata names
+the run. Only then is the history renamed to `<run>.parquet`, the files that left the catalog
+or their channel deleted, and the journal dropped. The next run reads the manifest's run id:
+the interrupted run committed (finish its removals, keep its history) or it did not (delete
+the files it created that no manifest row records, and its pending history).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import manifest
+from .errors import ConfigError, RemovalRefused
+from .manifest import PUBLISHED, Status
+from .plan import MasterPlan
+from .store import Store
+
+# The removal guard's default: a nightly catalog change removes a few percent of a store's
+# files at most (products retired), while an export that timed out or an emptied listing
+# removes most of them. 10% tells the two apart. In a small store one retired product is
+# more than 10% of the files, so up to 10 files may also go as long as they are under a
+# quarter of what is published: a listing cut in half is refused at any size.
+DEFAULT_MAX_REMOVAL_SHARE = 0.10
+SMALL_STORE_FILES = 10
+SMALL_STORE_SHARE = 0.25
+
+
+def of_channels(table: pa.Table, channels: set[str]) -> pa.ChunkedArray:
+    """True for the rows of `table` that belong to one of `channels`."""
+    return pc.fill_null(pc.is_in(table.column("channel"),
+                                 value_set=pa.array(sorted(channels), pa.string())), False)
+
+
+def previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPlan], None]:
+    """Attaches to a master, when it is submitted, the rows a previous run recorded for it."""
+    mine = previous.filter(of_channels(previous, channels))
+    groups = (mine.append_column("_row", pa.array(range(mine.num_rows), pa.int64()))
+              .group_by("master_id").aggregate([("_row", "list")]))
+    where = {m: i for i, m in enumerate(groups.column("master_id").to_pylist())}
+    lists = groups.column("_row_list")
+
+    def prepare(mp: MasterPlan) -> None:
+        i = where.get(mp.master.id)
+        if i is not None:
+            rows = mine.take(lists[i].values).to_pylist()
+            mp.previous = {(r["channel"], r["output"]): r for r in rows}
+
+    return prepare
+
+
+# -- the removal guard ------------------------------------------------------------------------
+
+@dataclass
+class Removals:
+    paths: list[str]  # published files the run would delete
+    published: int  # published files of the channels the run renders
+
+
+def predict_removals(previous: pa.Table, plans: list[MasterPlan], channels: set[str],
+                     keep_stale: bool) -> Removals:
+    """What a run would delete, known before it renders: published files of the rendered
+    channels that no planned derivative claims. A master that is in the catalog tonight but
+    cannot be read or listed properly keeps its files (they stay as `kept`), so its rows are
+    not counted; with --keep-stale only files whose name changed go."""
+    mine = previous.filter(pc.and_(of_channels(previous, channels),
+                                   manifest.published_mask(previous)))
+    planned_paths = pa.array([d.path for mp in plans for d in mp.derivatives if d.path],
+                             pa.string())
+    failing = pa.array([mp.master.id for mp in plans
+                        if mp.master.errors or mp.master.kind is None], pa.string())
+    gone = pc.invert(pc.fill_null(pc.is_in(mine.column("path"), value_set=planned_paths), False))
+    gone = pc.and_(gone, pc.invert(pc.is_in(mine.column("master_id"), value_set=failing)))
+    if keep_stale:
+        planned_keys = pa.array([_join(mp.master.id, d.channel, d.output)
+                                 for mp in plans for d in mp.derivatives], pa.string())
+        still_planned = pc.fill_null(pc.is_in(manifest.row_keys(mine), value_set=planned_keys),
+                                     False)
+        gone = pc.and_(gone, still_planned)
+    paths = sorted(set(mine.filter(gone).column("path").to_pylist()))
+    return Removals(paths, len(set(mine.column("path").to_pylist())))
+
+
+def _join(*parts: str) -> str:
+    return "\x1f".join(parts)
+
+
+def removal_limit(spec: str | int | None, published: int) -> int:
+    """How many published files a run may remove: `spec` is a count ("50"), a share ("10%")
+    or None for the default."""
+    if spec is None:
+        return max(int(published * DEFAULT_MAX_REMOVAL_SHARE),
+                   min(SMALL_STORE_FILES, int(published * SMALL_STORE_SHARE)))
+    text = str(spec).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
+    if match and float(match[1]) <= 100:
+        return int(published * float(match[1]) / 100)
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"--max-removals: expected a number of files like 50 or a share like "
+                      f"10%; found {text!r}")
+
+
+def guard(removals: Removals, allow: bool, spec: str | int | None, out: str) -> None:
+    """Refuse (RemovalRefused, nothing changed) a run that would remove more published files
+    than allowed, or every one of them, unless the user says so."""
+    count = len(removals.paths)
+    if allow or not count:
+        return
+    limit = removal_limit(spec, removals.published)
+    everything = count == removals.published and spec is None
+    if count <= limit and not everything:
+        return
+    share = f"{100 * count / removals.published:.0f}%" if removals.published else "all"
+    why = ("every published file of the channels it renders" if everything
+           else f"over the limit of {limit} (--max-removals)")
+    raise RemovalRefused(
+        f"{out}: this run would remove {count} published file(s), {share} of "
+        f"{removals.published}: {why}. Nothing was changed. If the catalog really lost these "
+        "masters or outputs, rerun with --allow-removals (or --max-removals N); if the "
+        "listing came back empty or cut short, fix it first.",
+        removals.paths, removals.published)
+
+
+# -- settling a run ---------------------------------------------------------------------------
+
+@dataclass
+class Settled:
+    carried: pa.Table  # rows of channels this run did not render
+    stale: pa.Table  # rows of rendered channels that this run did not produce
+    kept: pa.Table  # stale rows of masters that failed tonight: their files stay (`kept`)
+    orphans: list[str]  # files no row claims any more
+
+
+def settle(previous: pa.Table, new: pa.Table, channels: set[str], keep_stale: bool,
+           failing: dict[str, str], run_id: str, store: Store) -> Settled:
+    """Sort the previous manifest against this run's rows (`new`: keys, paths, statuses).
+
+    Rows of channels this run did not render are carried unchanged. A previous row of a rendered
+    channel that this run did not produce is stale: its master left the catalog or its output
+    left the channel (dropped with its file, or carried with --keep-stale), unless its master
+    is in the catalog and failed tonight (`failing`: id -> error), whose files stay `kept`.
+    A row without a channel is a master-level failure: every run states it afresh.
+    """
+    chosen = of_channels(previous, channels)
+    carried = previous.filter(pc.and_(pc.is_valid(previous.column("channel")), pc.invert(chosen)))
+    mine = previous.filter(chosen)
+    stale = mine.filter(pc.invert(pc.fill_null(
+        pc.is_in(manifest.row_keys(mine), value_set=manifest.row_keys(new).combine_chunks()),
+        False)))
+    held = pc.and_(pc.is_in(stale.column("master_id"),
+                            value_set=pa.array(sorted(failing), pa.string())),
+                   manifest.published_mask(stale))
+    kept = _as_kept(stale.filter(held), failing, run_id, store)
+    stale = stale.filter(pc.invert(held))
+    claimed = pa.concat_arrays([
+        manifest.claimed_paths(t).combine_chunks()
+        for t in (carried, kept, *([stale] if keep_stale else []), new)
+    ])
+    paths = pc.unique(previous.column("path").drop_null().combine_chunks())
+    orphans = paths.filter(pc.invert(pc.is_in(paths, value_set=claimed))).to_pylist()
+    return Settled(carried, stale, kept, sorted(orphans))
+
+
+def _as_kept(rows: pa.Table, failing: dict[str, str], run_id: str, store: Store) -> pa.Table:
+    """Earlier rows of masters that failed tonight, as `kept` rows (their files stay)."""
+    out = []
+    for row in rows.to_pylist():
+        if store.size(row["path"]) != row["bytes"]:
+            continue  # gone or altered on disk: nothing to keep serving
+        since = row["stale_since"] if row["status"] == Status.KEPT else None
+        out.append(dict(row, run_id=run_id, status=Status.KEPT.value,
+                        error=failing[row["master_id"]], stale_since=since or run_id,
+                        render_ms=0.0, decode_ms=None))
+    return manifest.to_table(out)
+
+
+def with_status(rows: pa.Table, run_id: str, status: Status) -> pa.Table:
+    """`rows` re-stamped with this run's id and `status` (stale rows recorded as removed)."""
+    for name, value in (("run_id", run_id), ("status", status.value)):
+        rows = rows.set_column(rows.schema.get_field_index(name), name,
+                               pa.array([value] * rows.num_rows, pa.string()))
+    return rows
+
+
+def failing_masters(rows: list[dict], into: dict[str, str]) -> None:
+    """Note a master none of whose derivatives stands tonight, with its first error."""
+    if rows and not any(r["status"] in (Status.OK, Status.SKIPPED) for r in rows):
+        error = next((r["error"] for r in rows if r.get("error")), None)
+        into[rows[0]["master_id"]] = error or "not rendered"
+
+
+# -- interrupted runs -------------------------------------------------------------------------
+
+def finish_interrupted(store: Store, committed: str | None, recorded: set[str],
+                       protect: Iterable[str]) -> int:
+    """Finish or undo a run that was killed (journal and pending history left in _runs/).
+
+    If the manifest names the run, it committed: its history is kept and the files it meant to
+    remove are removed. If not, the files it may have created that no manifest row records are
+    deleted, with its pending history. Returns how many files were deleted.
+    """
+    deleted = 0
+    for path in sorted(store.files_under([manifest.RUNS_DIR])):
+        name = posixpath.basename(path)
+        if name.endswith(manifest.JOURNAL_SUFFIX):
+            run = name.removesuffix(manifest.JOURNAL_SUFFIX)
+            journal = manifest.read_journal(store, path)
+            undo = journal["remove"] if run == committed else journal["write"]
+            deleted += store.remove([p for p in undo if p not in recorded], protect)
+            store.remove([path])
+        elif name.endswith(manifest.PENDING_SUFFIX):
+            run = name.removesuffix(manifest.PENDING_SUFFIX)
+            if run == committed:
+                store.rename(path, manifest.history_path(run))
+            else:
+                store.remove([path])
+    return deleted
+
+
+# -- what changed between two runs -----------------------------------------------------------
+
+def _key(row: dict) -> tuple:
+    return (row["master_id"], row.get("channel"), row.get("output"))
+
+
+@dataclass
+class RunDiff:
+    older: str | None
+    newer: str
+    added: list[dict]
+    rerendered: list[dict]
+    removed: list[dict]
+    failed: list[dict]  # failed and kept rows (a kept row failed, and serves its last good file)
+    unchanged: int
+
+
+def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDiff:
+    """Compare two runs' history (default: the latest against the one before it).
+
+    A history file holds what its run did: ok (rendered), skipped, failed, kept, and the stale
+    rows it removed (status `removed`). A rendered derivative the older run did not have is
+    `added`.
+    """
+    store = Store(out)
+    ids = manifest.runs(store)
+    if not ids:
+        raise ConfigError(f"{out}: no runs recorded (no {manifest.RUNS_DIR}/ folder)")
+    for name, value in (("--to", newer), ("--from", older)):
+        if value is not None and value not in ids:
+            raise ConfigError(f"{name}: no run {value!r} in {out}; runs: {', '.join(ids)}")
+    newer = newer or ids[-1]
+    if older is None and ids.index(newer) > 0:
+        older = ids[ids.index(newer) - 1]
+
+    def history(run: str) -> list[dict]:
+        return manifest.read_rows(store, manifest.history_path(run))
+
+    before = {_key(r) for r in history(older) if r["status"] in PUBLISHED} if older else set()
+    after = history(newer)
+    rendered = [r for r in after if r["status"] == Status.OK]
+    return RunDiff(
+        older=older, newer=newer,
+        added=[r for r in rendered if _key(r) not in before],
+        rerendered=[r for r in rendered if _key(r) in before],
+        removed=[r for r in after if r["status"] == Status.REMOVED],
+        failed=[r for r in after if r["status"] in (Status.FAILED, Status.KEPT)],
+        unchanged=sum(r["status"] == Status.SKIPPED for r in after),
+    )
+
+
+def replay(store: Store) -> tuple[pa.Table, str | None]:
+    """The manifest rebuilt from the committed history, oldest run first; (rows, last run).
+
+    Each run's history holds every row it wrote for the channels it rendered and the rows it
+    removed; rows without a channel (a master that could not be planned) last one run.
+    """
+    state: dict[tuple, dict] = {}
+    ids = manifest.runs(store)
+    for run in ids:
+        state = {k: v for k, v in state.items() if k[1] is not None}
+        for row in manifest.read_rows(store, manifest.history_path(run)):
+            if row["status"] == Status.REMOVED:
+                state.pop(_key(row), None)
+            else:
+                state[_key(row)] = row
+    return manifest.to_table(list(state.values())), (ids[-1] if ids else None)
