@@ -122,3 +122,34 @@ def test_two_images_at_one_position_are_reported(shop):
     assert any("BAG-2: several images at position 0" in p and "bag-copy" in p
                for p in feed.problems)
     assert [i.product for i in feed.items] == ["BAG-2", "SHOE-1"]
+
+
+def test_amazon_package_refuses_two_masters_under_one_file_name(shop, tmp_path):
+    from engine.errors import ConfigError
+    from engine.manifest import read
+    from engine.publish.feeds import amazon_package
+
+    rows = read(shop).to_pylist()
+    bag = [r for r in rows if r["channel"] == "amazon" and r["master_id"] == "bag"]
+    assert [r["path"] for r in bag] == ["amazon/BAG-2.MAIN.jpg"]
+    for twin_path in ("amazon/other/BAG-2.MAIN.jpg", "amazon/bag-2.MAIN.jpg"):
+        twin = [dict(r, master_id="bag-copy", path=twin_path) for r in bag]
+        for target in (tmp_path / "a.zip", tmp_path / "folder"):
+            with pytest.raises(ConfigError) as err:
+                amazon_package(rows + twin, shop, target)
+            message = str(err.value)
+            assert "'BAG-2'" in message and "'bag'" in message and "'bag-copy'" in message
+            assert not target.exists()  # refused before anything is written
+    assert "'bag-2'" in message  # the SKUs that differ only in case are both named
+
+
+def test_kept_rows_are_published_in_feeds(shop, tmp_path):
+    from engine.manifest import read
+    from engine.publish.feeds import amazon_package, product_feed
+
+    rows = [dict(r, status="kept", error="bag.jpg: truncated", stale_since="R1")
+            if r["master_id"] == "bag" else r for r in read(shop).to_pylist()]
+    feed = product_feed(rows, "web", BASE, "google")
+    assert "BAG-2" in [i.product for i in feed.items]
+    assert amazon_package(rows, shop, tmp_path / "amazon") == []
+    assert (tmp_path / "amazon" / "BAG-2.MAIN.jpg").is_file()

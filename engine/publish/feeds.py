@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..errors import ConfigError
+from ..manifest import PUBLISHED
 from ..spec.models import EXTENSIONS
 
 MAX_URL = 2000
@@ -29,7 +30,8 @@ FEED_FORMATS = {
     "meta": ("jpeg", "png"),
 }
 VIDEO_FORMATS = ("mp4", "webm")
-PUBLISHED = ("ok", "skipped")
+# Rows whose file is served: rendered now, unchanged, or kept (tonight's render failed, the last
+# good file stays published).
 
 
 @dataclass
@@ -156,6 +158,30 @@ def meta_csv(feed: Feed) -> str:
 AMAZON_NAME = re.compile(r"^(?P<sku>.+)\.(?P<slot>MAIN|PT0[1-8]|SWCH)\.(?P<ext>[a-z]+)$")
 
 
+def _refuse_clashes(entries: list[tuple]) -> None:
+    """Two images under one file name (SKUs equal, or equal but for case: one name in a zip
+    or on a case-insensitive disk) would overwrite each other: refuse before writing."""
+    by_name: dict[str, list[tuple]] = defaultdict(list)
+    for entry in entries:
+        by_name[entry[0].casefold()].append(entry)
+    for clash in by_name.values():
+        masters = list(dict.fromkeys(e[4]["master_id"] for e in clash))
+        if len(masters) < 2:
+            continue
+        first, second = (next(e for e in clash if e[4]["master_id"] == m) for m in masters[:2])
+        if first[0] == second[0]:
+            what = f"SKU {first[2]!r} names two images {first[0]!r}"
+        else:
+            what = (f"SKUs {first[2]!r} and {second[2]!r} name two images {first[0]!r} and "
+                    f"{second[0]!r}, one file in a zip or on a case-insensitive disk")
+        more = f" and {len(masters) - 2} more" if len(masters) > 2 else ""
+        raise ConfigError(
+            f"Amazon package: {what}, from masters {masters[0]!r} ({first[4]['path']}) and "
+            f"{masters[1]!r} ({second[4]['path']}){more}; give each product its own SKU. "
+            "Nothing written"
+        )
+
+
 def amazon_package(rows: list[dict], out: Path, target: Path, channel: str = "amazon") -> list[str]:
     """Amazon's files (SKU.MAIN.jpg, SKU.PT01.jpg ...) plus listing.csv, as a folder or a .zip.
 
@@ -174,6 +200,7 @@ def amazon_package(rows: list[dict], out: Path, target: Path, channel: str = "am
             problems.append(f"{r['path']}: not named SKU.MAIN / SKU.PT01..PT08; left out")
             continue
         entries.append((name, out / r["path"], match["sku"], match["slot"], r))
+    _refuse_clashes(entries)
     listing = io.StringIO()
     writer = csv.writer(listing, lineterminator="\n")
     writer.writerow(["sku", "slot", "file", "width", "height", "bytes", "sha256"])

@@ -38,7 +38,11 @@ Gravity = Literal[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors, and so are values of the wrong type: `quality = "92"` or
+    `progressive = "yes"` is refused, never coerced (an integer is still a number, so
+    `threshold = 10` fits a float field)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def parse_colour(value: str) -> tuple[int, int, int]:
@@ -47,7 +51,7 @@ def parse_colour(value: str) -> tuple[int, int, int]:
 
 def _check_colour(value: str) -> str:
     if not HEX_COLOUR.match(value):
-        raise ValueError(f"expected a colour like '#ffffff', found {value!r}")
+        raise ValueError("expected a colour like '#ffffff'")  # the loader adds what it found
     return value.lower()
 
 
@@ -320,7 +324,7 @@ class When(Strict):
     @classmethod
     def _position(cls, value: int | str | list[int] | None) -> int | str | list[int] | None:
         if isinstance(value, str) and not re.fullmatch(r"\d+-\d+", value):
-            raise ValueError(f"expected a position, a range like '1-8' or a list, found {value!r}")
+            raise ValueError("expected a position, a range like '1-8' or a list")
         if isinstance(value, str):
             lo, hi = (int(p) for p in value.split("-"))
             if lo > hi:
@@ -366,8 +370,8 @@ def check_path_pattern(pattern: str) -> str:
         del literal
     if pattern.startswith("/") or ".." in pattern.split("/"):
         raise ValueError(f"naming pattern {pattern!r} must stay inside the output folder")
-    if "{ext}" not in pattern:
-        raise ValueError(f"naming pattern {pattern!r} must end in {{ext}} so names match formats")
+    if not pattern.endswith(".{ext}"):  # so a file's name always says its format
+        raise ValueError("expected a naming pattern ending in '.{ext}'")
     return pattern
 
 
