@@ -19,6 +19,8 @@ from helpers import assert_consistent
 from engine import api
 from engine.manifest import read
 
+pytestmark = pytest.mark.slow  # a loopback dask cluster and a moto S3 server
+
 pytest.importorskip("moto.server", reason="pip install '.[test]'")
 pytest.importorskip("s3fs", reason="pip install '.[test]'")
 fsspec = pytest.importorskip("fsspec")

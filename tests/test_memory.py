@@ -12,10 +12,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import pyvips
 from helpers import channel_toml
 
 from engine.demo import product_video
+
+pytestmark = pytest.mark.slow  # peak memory of fresh processes
 
 SCRIPT = textwrap.dedent("""
     import json, resource, sys

@@ -21,6 +21,8 @@ from engine.manifest import read
 from engine.spec import load_config
 from engine.video.probe import describe_output
 
+pytestmark = pytest.mark.slow  # video encodes
+
 PRESETS = """
 [v-story]
 kind = "video"
