@@ -27,7 +27,7 @@ from engine.demo import _to_image, lifestyle_scene, product_shot
 from engine.image import ops
 from engine.image.decode import configure
 from engine.image.encode import encode
-from engine.image.geometry import layout
+from engine.geometry import layout
 from engine.spec.models import ImagePreset, parse_colour
 
 WORK = Path(__file__).parent / "work"

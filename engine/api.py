@@ -395,7 +395,7 @@ def check(out: str | Path, config_dir: str | Path | None = None,
     Files under OUT that fanout did not write are listed as foreign, and left alone; files an
     interrupted run created (the next render removes them) are problems.
     """
-    from .image.check import check_tree
+    from .check import check_tree
 
     out_path, rows = _published_rows(out)
     store = Store(out_path)

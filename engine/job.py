@@ -14,12 +14,12 @@ import pyvips
 
 from .errors import MasterError
 from .image.render import Rendered, from_image, render_all, render_decoded
-from .image.rules import video_violations, violations
+from .manifest import PUBLISHED, Status
 from .masters import DEFAULT_MAX_MASTER_BYTES, hash_master, open_master, read_master
 from .plan import Derivative, MasterPlan
-from .spec.models import ImagePreset, Preset, Rules, VideoPreset
-from .manifest import PUBLISHED, Status
+from .rules import video_violations, violations
 from .scratch import scratch
+from .spec.models import ImagePreset, Preset, Rules, VideoPreset
 from .store import Store, sha256_of
 from .video.probe import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
 from .video.render import VideoRendered, render_video

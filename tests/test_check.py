@@ -111,7 +111,7 @@ def _canvas(colour: list[int], size: int = 100, bands: int = 3) -> pyvips.Image:
 
 
 def test_pixel_rules_see_one_off_pixel_on_an_edge_and_measure_fill_on_any_background():
-    from engine.image.rules import pixel_violations
+    from engine.rules import pixel_violations
     from engine.spec.models import Rules
 
     white = Rules(background="#ffffff", min_fill=0.5)
@@ -132,7 +132,7 @@ def test_pixel_rules_see_one_off_pixel_on_an_edge_and_measure_fill_on_any_backgr
 
 
 def test_pixel_rules_on_alpha_count_transparent_pixels_as_background():
-    from engine.image.rules import pixel_violations
+    from engine.rules import pixel_violations
     from engine.spec.models import Rules
 
     image = _canvas([0, 0, 0, 0], bands=4).draw_rect([200, 30, 30, 255], 5, 5, 90, 20, fill=True)

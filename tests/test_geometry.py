@@ -1,4 +1,4 @@
-from engine.image.geometry import Box, fit_inside, gravity_offset, jpeg_shrink, layout, needed_scale
+from engine.geometry import Box, fit_inside, gravity_offset, jpeg_shrink, layout, needed_scale
 from engine.spec.models import Resize
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pyvips
 
 from ..errors import MasterError
+from ..geometry import jpeg_shrink
 from . import ops
-from .geometry import jpeg_shrink
 
 DEFAULT_MAX_PIXELS = 268_402_689  # sharp's default limit (0x3FFF * 0x3FFF)
 

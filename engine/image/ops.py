@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyvips
 
-from .geometry import Box
+from ..geometry import Box
 
 SRGB_BANDS = 3
 

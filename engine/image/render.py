@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import pyvips
 
 from ..errors import MasterError
+from ..geometry import PYRAMID_MIN_RATIO, Box, Layout, layout, needed_scale
 from ..spec.models import ImagePreset, parse_colour
 from . import decode as dec
 from . import ops
 from .encode import encode
-from .geometry import PYRAMID_MIN_RATIO, Box, Layout, layout, needed_scale
 
 # An attention analysis looks at no more than this many canvases' worth of pixels.
 ATTENTION_BUDGET = 4.0

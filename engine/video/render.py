@@ -29,7 +29,7 @@ import numpy as np
 import pyvips
 
 from ..errors import MasterError
-from ..image.geometry import video_layout
+from ..geometry import video_layout
 from ..spec.models import VideoPreset, parse_colour
 from .probe import (
     DEFAULT_MAX_VIDEO_PIXELS,

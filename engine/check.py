@@ -8,12 +8,12 @@ from pathlib import Path
 import av
 import pyvips
 
-from ..manifest import PUBLISHED
-from ..spec.models import EXTENSIONS, Preset, Rules
-from ..store import sha256_of
-from ..video.probe import describe_output
-from .decode import vips_message
+from .image.decode import vips_message
+from .manifest import PUBLISHED
 from .rules import video_violations, violations
+from .spec.models import EXTENSIONS, Preset, Rules
+from .store import sha256_of
+from .video.probe import describe_output
 
 LOADER_FORMATS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifload_buffer": "avif",
                   "pngload_buffer": "png", "gifload_buffer": "gif"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..spec.models import Resize
+from .spec.models import Resize
 
 # When a smaller size is made from an already-resized intermediate, the intermediate must hold
 # at least this many source pixels per output pixel; below it, resize from the working image.

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import pyvips
 
-from ..spec.models import Rules, parse_colour
-from ..video.probe import VideoFacts
-from . import ops
+from .image import ops
+from .spec.models import Rules, parse_colour
+from .video.probe import VideoFacts
 
 # How far from the background colour a pixel must be to count as product (fill rule).
 CONTENT_THRESHOLD = 16
