@@ -35,8 +35,9 @@ from engine.demo import product_video
 from engine.plan import ladder_names
 from engine.spec import load_config
 from engine.spec.models import VideoPreset
+from engine.video.branch import Branch
+from engine.video.encoders import encoder_settings
 from engine.video.probe import describe_output
-from engine.video.render import Branch, encoder_settings
 
 from .peers import apt_install
 

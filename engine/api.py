@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,10 +19,8 @@ from . import history, manifest, scratch
 from .catalog import Master, load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .history import RunDiff, diff
-from .image.decode import DEFAULT_MAX_PIXELS
-from .job import JobSettings
-from .manifest import PUBLISHED, Status
-from .masters import DEFAULT_MAX_MASTER_BYTES
+from .limits import DEFAULT_MAX_PIXELS
+from .manifest import Row, Status
 from .plan import Derivative, Plan, expand_ladders, ladder_names
 from .plan import plan as build_plan
 from .publish.feeds import Feed
@@ -29,13 +28,16 @@ from .spec import Channel, Rules, load_config, snapshot
 from .spec.loader import Config
 from .store import Store, is_url, write_atomic
 
+if TYPE_CHECKING:
+    from .job import JobSettings
+
 __all__ = ["RunDiff", "diff"]
 
 
 def engine_id() -> dict[str, str]:
     """What else decides output bytes, per kind of recipe: the libvips or FFmpeg build."""
     from .image.render import ENGINE_ID
-    from .video.render import VIDEO_ENGINE_ID
+    from .video.encoders import VIDEO_ENGINE_ID
 
     return {"image": ENGINE_ID, "video": VIDEO_ENGINE_ID}
 
@@ -70,18 +72,18 @@ class RunResult:
     out: str  # a local folder or an fsspec URL
     manifest_path: str
     wall_s: float
-    failed: list[dict] = field(default_factory=list)  # this run's failed and kept rows
-    removed: list[dict] = field(default_factory=list)  # stale rows whose files were deleted
+    failed: list[Row] = field(default_factory=list)  # this run's failed and kept rows
+    removed: list[Row] = field(default_factory=list)  # stale rows whose files were deleted
     kept_stale: int = 0
     channels: dict[str, ChannelSummary] = field(default_factory=dict)
     cleaned: int = 0  # files an interrupted run had created, removed before this one
 
     @property
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[Row]:
         """This run's rows (rows of channels not selected are carried, not listed), read back
         from OUT/_runs/<run_id>.parquet."""
         rows = manifest.read_rows(Store(self.out), manifest.history_path(self.run_id))
-        return [r for r in rows if r["status"] != Status.REMOVED]
+        return [r for r in rows if r.status != Status.REMOVED]
 
     @property
     def skipped(self) -> int:
@@ -96,23 +98,23 @@ class RunResult:
         return EXIT_FAILURES if self.failed else EXIT_OK
 
 
-def _summarise(rows: Iterable[dict], out: dict[str, ChannelSummary] | None = None,
-               failed: list[dict] | None = None) -> dict[str, ChannelSummary]:
+def _summarise(rows: Iterable[Row], out: dict[str, ChannelSummary] | None = None,
+               failed: list[Row] | None = None) -> dict[str, ChannelSummary]:
     """Per-channel counts of `rows`, added to `out`; failed and kept rows also go to `failed`."""
     out = {} if out is None else out
     for row in rows:
-        s = out.setdefault(row.get("channel") or "(none)", ChannelSummary())
+        s = out.setdefault(row.channel or "(none)", ChannelSummary())
         s.derivatives += 1
-        if row["status"] in (Status.FAILED, Status.KEPT):
+        if row.status in (Status.FAILED, Status.KEPT):
             s.failed += 1
-            s.kept += row["status"] == Status.KEPT
+            s.kept += row.status == Status.KEPT
             if failed is not None:
                 failed.append(row)
         else:
-            s.ok += row["status"] == Status.OK
-            s.skipped += row["status"] == Status.SKIPPED
-            s.bytes += row.get("bytes") or 0
-            s.seconds += (row.get("render_ms") or 0.0) / 1000
+            s.ok += row.status == Status.OK
+            s.skipped += row.status == Status.SKIPPED
+            s.bytes += row.bytes or 0
+            s.seconds += (row.render_ms or 0.0) / 1000
     return out
 
 
@@ -231,14 +233,14 @@ def render(
     history.removal_limit(max_removals, 0)  # a malformed --max-removals stops the run now
     config = _config_for(out_store, config_dir, reset_config, info)
     chosen = config.select(channels)
-    selected = {c.name for c in chosen}
     exclude = Path(out_store.root) if out_store.local else None
     masters = load_catalog(catalog, exclude=exclude)
     the_plan = build_plan(masters, chosen, config.presets, engine_id())
     if on_planned is not None:
         on_planned(the_plan)
 
-    from . import schedule  # Dask is imported only by runs that render
+    from . import schedule  # Dask, the codecs and the job are imported only by runs that render
+    from .job import JobSettings
 
     scratch.sweep()  # scratch folders of fanout processes killed with -9
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
@@ -274,7 +276,7 @@ class _Night:
         self.settings, self.config = settings, config
         self.protect = [m.path for m in masters if not is_url(m.path)]
         self.summary: dict[str, ChannelSummary] = {}
-        self.failed: list[dict] = []
+        self.failed: list[Row] = []
         self.failing: dict[str, str] = {}  # masters none of whose derivatives stand tonight
         self.committed = False
         self.spool = manifest.Spool(spool_dir)
@@ -317,7 +319,7 @@ class _Night:
             self.plan.masters[i] = build_plan([master], self.chosen, self.config.presets,
                                               engine_id()).masters[0]
 
-    def add(self, rows: list[dict]) -> None:
+    def add(self, rows: list[Row]) -> None:
         self.spool.add(rows)
         _summarise(rows, self.summary, self.failed)
         history.failing_masters(rows, self.failing)
@@ -330,7 +332,7 @@ class _Night:
         settled = history.settle(
             self.previous, self.spool.table(["master_id", "channel", "output", "path", "status"]),
             self.selected, keep_stale, self.failing, run_id, store)
-        _summarise(settled.kept.to_pylist(), self.summary, self.failed)
+        _summarise(manifest.from_table(settled.kept), self.summary, self.failed)
         removed = history.with_status(settled.stale, run_id, Status.REMOVED)
         rows = self.spool.in_order([mp.master.id for mp in self.plan.masters])
         manifest.write_journal(store, run_id, self.writes, settled.orphans)
@@ -352,7 +354,8 @@ class _Night:
         store.sweep_temporaries()  # left by a worker killed mid-write (its master re-ran)
         return RunResult(
             run_id=run_id, out=store.location, manifest_path=manifest_path, wall_s=0.0,
-            failed=self.failed, removed=[] if keep_stale else settled.stale.to_pylist(),
+            failed=self.failed,
+            removed=[] if keep_stale else manifest.from_table(settled.stale),
             kept_stale=settled.stale.num_rows if keep_stale else 0,
             channels=dict(sorted(self.summary.items())), cleaned=self.cleaned)
 
@@ -378,7 +381,7 @@ class CheckResult:
     checked: int
     problems: list[tuple[str, str]]  # (path, what is wrong)
     foreign: list[str] = field(default_factory=list)  # files under OUT fanout did not write
-    kept: list[dict] = field(default_factory=list)  # rows serving a last good file
+    kept: list[Row] = field(default_factory=list)  # rows serving a last good file
 
 
 # What fanout keeps at the top of OUT besides the channels' folders.
@@ -395,7 +398,7 @@ def check(out: str | Path, config_dir: str | Path | None = None,
     Files under OUT that fanout did not write are listed as foreign, and left alone; files an
     interrupted run created (the next render removes them) are problems.
     """
-    from .check import check_tree
+    from .checks import check_tree
 
     out_path, rows = _published_rows(out)
     store = Store(out_path)
@@ -412,7 +415,7 @@ def check(out: str | Path, config_dir: str | Path | None = None,
     problems += [(path, "unrecorded: written by an interrupted run; the next render removes "
                         "it") for path in sorted(unclaimed & interrupted)]
     return CheckResult(checked, problems, sorted(unclaimed - interrupted),
-                       [r for r in rows if r["status"] == Status.KEPT])
+                       [r for r in rows if r.status == Status.KEPT])
 
 
 def recover(out: str | Path) -> tuple[int, str | None]:
@@ -451,11 +454,11 @@ def _newest_config(store: Store) -> str | None:
     return snapshots[-1] if snapshots else None
 
 
-def _published_rows(out: str | Path) -> tuple[Path, list[dict]]:
+def _published_rows(out: str | Path) -> tuple[Path, list[Row]]:
     out_path = Path(out)
     if not (out_path / manifest.MANIFEST_NAME).is_file():
         raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
-    return out_path, manifest.read_state(Store(out_path))[0].to_pylist()
+    return out_path, manifest.from_table(manifest.read_state(Store(out_path))[0])
 
 
 def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
@@ -482,7 +485,7 @@ def export_manifest(out: str | Path, fmt: str) -> str:
 
     _, rows = _published_rows(out)
     if fmt == "json":
-        return json.dumps(rows, indent=1, default=str) + "\n"
+        return json.dumps([r.as_dict() for r in rows], indent=1, default=str) + "\n"
     import pyarrow.csv as pacsv
 
     buffer = io.BytesIO()

@@ -268,32 +268,32 @@ def _report(result: api.RunResult) -> None:
         say(f"kept {result.kept_stale} stale derivative(s) (--keep-stale)", err=False)
     failed = result.failed
     if failed:
-        kept = sum(r.get("status") == "kept" for r in failed)
+        kept = sum(r.status == "kept" for r in failed)
         say((f"{len(failed)} derivative(s) failed"
              + (f", {kept} still serving their last good file" if kept else "") + ":",
              "bold red"))
         seen = set()
         for row in failed:
-            key = (row["master_id"], row["error"], row.get("status"), row.get("stale_since"))
+            key = (row.master_id, row.error, row.status, row.stale_since)
             if key in seen:
                 continue
             seen.add(key)
-            if row.get("status") == "kept":
-                say(f"  {row['master_id']}: {row['error']} (still serving the file from run "
-                    f"{row.get('stale_since') or 'an earlier run'})")
+            if row.status == "kept":
+                say(f"  {row.master_id}: {row.error} (still serving the file from run "
+                    f"{row.stale_since or 'an earlier run'})")
             else:
-                say(f"  {row['master_id']}: {row['error']}")
+                say(f"  {row.master_id}: {row.error}")
 
 
 ROW_KEYS = ("master_id", "channel", "output", "status", "error")
 
 
-def _rows_json(rows: list[dict]) -> list[dict]:
+def _rows_json(rows: list[api.Row]) -> list[dict]:
     out = []
     for row in rows:
-        item = {k: row.get(k) for k in ROW_KEYS}
-        if row.get("status") == "kept":
-            item["stale_since"] = row.get("stale_since")
+        item = {k: getattr(row, k) for k in ROW_KEYS}
+        if row.status == "kept":
+            item["stale_since"] = row.stale_since
         out.append(item)
     return out
 
@@ -391,28 +391,7 @@ def plan(catalog, channels, config_dir, as_json) -> None:  # noqa: ANN001
     """Print every derivative per master and channel, without rendering."""
     the_plan = api.plan(catalog, channels, config_dir)
     if as_json:
-        doc = {
-            "masters": [
-                {
-                    "id": mp.master.id, "path": mp.master.path, "kind": mp.master.kind,
-                    "role": mp.master.role, "product": mp.master.product,
-                    "position": mp.master.position, "error": mp.master.error,
-                    "derivatives": [
-                        {"channel": d.channel, "output": d.output, "preset": d.preset,
-                         "format": d.format, "path": d.path, "recipe_hash": d.recipe_hash,
-                         "error": d.error}
-                        for d in mp.derivatives
-                    ],
-                    "renders": len(mp.recipes()),
-                }
-                for mp in the_plan.masters
-            ],
-            "totals": {"masters": len(the_plan.masters),
-                       "derivatives": the_plan.derivative_count,
-                       "renders": the_plan.render_count,
-                       "per_channel": the_plan.per_channel()},
-        }
-        _echo_json(doc)
+        _echo_json(the_plan.to_dict())
         return
     for mp in the_plan.masters:
         m = mp.master
@@ -502,8 +481,8 @@ def diff(out, older, newer, as_json) -> None:  # noqa: ANN001
     for title, rows in groups:
         say((f"{title.replace('rerendered', 're-rendered')}: {len(rows)}", "bold"), err=False)
         for row in rows:
-            detail = f"  ({row['error']})" if title == "failed" else ""
-            say(f"  {row['master_id']}  {row['channel']}/{row['output']}{detail}", err=False)
+            detail = f"  ({row.error})" if title == "failed" else ""
+            say(f"  {row.master_id}  {row.channel}/{row.output}{detail}", err=False)
     say(f"unchanged (skipped): {change.unchanged}", err=False)
 
 
@@ -531,8 +510,8 @@ def check(out, config_dir, reset_config, as_json) -> None:  # noqa: ANN001
         for path in result.foreign:
             say((path, "yellow"), ": foreign: not written by fanout (left alone)", err=False)
         for row in result.kept:
-            say((row["path"], "yellow"), f": kept: serving the file from run "
-                f"{row['stale_since']}; its derivative failed: {row['error']}", err=False)
+            say((row.path, "yellow"), f": kept: serving the file from run "
+                f"{row.stale_since}; its derivative failed: {row.error}", err=False)
         bad = len({path for path, _ in result.problems})
         say(f"{result.checked} files checked, {bad} with problems, {len(result.foreign)} "
             f"foreign, {len(result.kept)} kept after a failure", err=False)

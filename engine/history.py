@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from . import manifest
 from .errors import ConfigError, RemovalRefused
-from .manifest import PUBLISHED, Status
+from .manifest import PUBLISHED, Row, Status
 from .plan import MasterPlan
 from .store import Store
 
@@ -53,8 +53,8 @@ def previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPl
     def prepare(mp: MasterPlan) -> None:
         i = where.get(mp.master.id)
         if i is not None:
-            rows = mine.take(lists[i].values).to_pylist()
-            mp.previous = {(r["channel"], r["output"]): r for r in rows}
+            rows = manifest.from_table(mine.take(lists[i].values))
+            mp.previous = {(r.channel, r.output): r for r in rows}
 
     return prepare
 
@@ -172,17 +172,25 @@ def settle(previous: pa.Table, new: pa.Table, channels: set[str], keep_stale: bo
     return Settled(carried, stale, kept, sorted(orphans))
 
 
+def as_kept(prev: Row, run_id: str, error: str) -> Row:
+    """An earlier published row, carried as `kept` by a run in which its derivative failed."""
+    since = prev.stale_since if prev.status == Status.KEPT else None
+    return prev.replace(run_id=run_id, status=Status.KEPT.value, error=error,
+                        stale_since=since or run_id, render_ms=0.0, decode_ms=None)
+
+
+def still_served(prev: Row, store: Store) -> bool:
+    """An earlier row's file is published and still on disk as recorded (by size: hashing
+    every served file on a night the masters' mount is gone would read all of OUT)."""
+    return prev.published and store.size(prev.path or "") == prev.bytes
+
+
 def _as_kept(rows: pa.Table, failing: dict[str, str], run_id: str, store: Store) -> pa.Table:
-    """Earlier rows of masters that failed tonight, as `kept` rows (their files stay)."""
-    out = []
-    for row in rows.to_pylist():
-        if store.size(row["path"]) != row["bytes"]:
-            continue  # gone or altered on disk: nothing to keep serving
-        since = row["stale_since"] if row["status"] == Status.KEPT else None
-        out.append(dict(row, run_id=run_id, status=Status.KEPT.value,
-                        error=failing[row["master_id"]], stale_since=since or run_id,
-                        render_ms=0.0, decode_ms=None))
-    return manifest.to_table(out)
+    """Earlier rows of masters that failed tonight, as `kept` rows (their files stay; one gone
+    or altered on disk has nothing left to serve)."""
+    return manifest.to_table([as_kept(row, run_id, failing[row.master_id])
+                              for row in manifest.from_table(rows)
+                              if still_served(row, store)])
 
 
 def with_status(rows: pa.Table, run_id: str, status: Status) -> pa.Table:
@@ -193,11 +201,11 @@ def with_status(rows: pa.Table, run_id: str, status: Status) -> pa.Table:
     return rows
 
 
-def failing_masters(rows: list[dict], into: dict[str, str]) -> None:
+def failing_masters(rows: list[Row], into: dict[str, str]) -> None:
     """Note a master none of whose derivatives stands tonight, with its first error."""
-    if rows and not any(r["status"] in (Status.OK, Status.SKIPPED) for r in rows):
-        error = next((r["error"] for r in rows if r.get("error")), None)
-        into[rows[0]["master_id"]] = error or "not rendered"
+    if rows and not any(r.status in (Status.OK, Status.SKIPPED) for r in rows):
+        error = next((r.error for r in rows if r.error), None)
+        into[rows[0].master_id] = error or "not rendered"
 
 
 # -- interrupted runs -------------------------------------------------------------------------
@@ -230,18 +238,14 @@ def finish_interrupted(store: Store, committed: str | None, recorded: set[str],
 
 # -- what changed between two runs -----------------------------------------------------------
 
-def _key(row: dict) -> tuple:
-    return (row["master_id"], row.get("channel"), row.get("output"))
-
-
 @dataclass
 class RunDiff:
     older: str | None
     newer: str
-    added: list[dict]
-    rerendered: list[dict]
-    removed: list[dict]
-    failed: list[dict]  # failed and kept rows (a kept row failed, and serves its last good file)
+    added: list[Row]
+    rerendered: list[Row]
+    removed: list[Row]
+    failed: list[Row]  # failed and kept rows (a kept row failed, and serves its last good file)
     unchanged: int
 
 
@@ -263,19 +267,19 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
     if older is None and ids.index(newer) > 0:
         older = ids[ids.index(newer) - 1]
 
-    def history(run: str) -> list[dict]:
+    def history(run: str) -> list[Row]:
         return manifest.read_rows(store, manifest.history_path(run))
 
-    before = {_key(r) for r in history(older) if r["status"] in PUBLISHED} if older else set()
+    before = {r.key for r in history(older) if r.status in PUBLISHED} if older else set()
     after = history(newer)
-    rendered = [r for r in after if r["status"] == Status.OK]
+    rendered = [r for r in after if r.status == Status.OK]
     return RunDiff(
         older=older, newer=newer,
-        added=[r for r in rendered if _key(r) not in before],
-        rerendered=[r for r in rendered if _key(r) in before],
-        removed=[r for r in after if r["status"] == Status.REMOVED],
-        failed=[r for r in after if r["status"] in (Status.FAILED, Status.KEPT)],
-        unchanged=sum(r["status"] == Status.SKIPPED for r in after),
+        added=[r for r in rendered if r.key not in before],
+        rerendered=[r for r in rendered if r.key in before],
+        removed=[r for r in after if r.status == Status.REMOVED],
+        failed=[r for r in after if r.status in (Status.FAILED, Status.KEPT)],
+        unchanged=sum(r.status == Status.SKIPPED for r in after),
     )
 
 
@@ -285,13 +289,13 @@ def replay(store: Store) -> tuple[pa.Table, str | None]:
     Each run's history holds every row it wrote for the channels it rendered and the rows it
     removed; rows without a channel (a master that could not be planned) last one run.
     """
-    state: dict[tuple, dict] = {}
+    state: dict[tuple, Row] = {}
     ids = manifest.runs(store)
     for run in ids:
         state = {k: v for k, v in state.items() if k[1] is not None}
         for row in manifest.read_rows(store, manifest.history_path(run)):
-            if row["status"] == Status.REMOVED:
-                state.pop(_key(row), None)
+            if row.status == Status.REMOVED:
+                state.pop(row.key, None)
             else:
-                state[_key(row)] = row
+                state[row.key] = row
     return manifest.to_table(list(state.values())), (ids[-1] if ids else None)

@@ -13,16 +13,18 @@ from pathlib import Path
 import pyvips
 
 from .errors import MasterError
+from .history import as_kept, still_served
 from .image.render import Rendered, from_image, render_all, render_decoded
-from .manifest import PUBLISHED, Status
 from .masters import DEFAULT_MAX_MASTER_BYTES, hash_master, open_master, read_master
 from .plan import Derivative, MasterPlan
+from .rows import Row, Status
 from .rules import video_violations, violations
 from .scratch import scratch
 from .spec.models import ImagePreset, Preset, Rules, VideoPreset
 from .store import Store, sha256_of
+from .video.branch import VideoRendered
+from .video.decode_pass import render_video
 from .video.probe import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
-from .video.render import VideoRendered, render_video
 
 
 @dataclass(frozen=True)
@@ -37,33 +39,40 @@ class JobSettings:
     max_master_bytes: int = DEFAULT_MAX_MASTER_BYTES
 
 
-def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> dict:
+def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> Row:
+    """The master's columns, which every row of the master shares."""
     m = mp.master
-    return {
-        "run_id": run_id, "master_id": m.id, "master_path": m.path, "master_sha256": sha,
-        "master_kind": m.kind, "product": m.product, "position": m.position, "role": m.role,
-    }
+    return Row(run_id=run_id, master_id=m.id, master_path=m.path, master_sha256=sha,
+               master_kind=m.kind, product=m.product, position=m.position, role=m.role)
 
 
-def _failed(base: dict, d: Derivative | None, error: str) -> dict:
-    row = dict(base, status="failed", error=error)
+def _with_master(row: Row, base: Row) -> Row:
+    """An earlier row of this master, with tonight's master columns."""
+    return row.replace(run_id=base.run_id, master_id=base.master_id,
+                       master_path=base.master_path, master_sha256=base.master_sha256,
+                       master_kind=base.master_kind, product=base.product,
+                       position=base.position, role=base.role)
+
+
+def _failed(base: Row, d: Derivative | None, error: str) -> Row:
+    row = base.replace(status=Status.FAILED.value, error=error)
     if d is not None:
-        row.update(channel=d.channel, output=d.output, preset=d.preset,
-                   recipe_hash=d.recipe_hash, format=d.format)
+        row = row.replace(channel=d.channel, output=d.output, preset=d.preset,
+                          recipe_hash=d.recipe_hash, format=d.format)
     return row
 
 
-def _unchanged(prev: dict | None, d: Derivative, master_sha: str, store: Store) -> bool:
+def _unchanged(prev: Row | None, d: Derivative, master_sha: str, store: Store) -> bool:
     """A previous output still stands: same master bytes, same recipe (preset and engine),
     same place, and the file on disk is the one recorded."""
     return (
         prev is not None
-        and prev["status"] in ("ok", "skipped")
-        and prev["master_sha256"] == master_sha
-        and prev["recipe_hash"] == d.recipe_hash
-        and prev["path"] == d.path
+        and prev.status in (Status.OK, Status.SKIPPED)
+        and prev.master_sha256 == master_sha
+        and prev.recipe_hash == d.recipe_hash
+        and prev.path == d.path
         and d.path is not None
-        and store.sha256(d.path) == prev["sha256"]
+        and store.sha256(d.path) == prev.sha256
     )
 
 
@@ -98,7 +107,8 @@ def _publish(store: Store, relative: str, result: Rendered | VideoRendered) -> N
         store.write(relative, result.data)
 
 
-def _facts(result: Rendered | VideoRendered) -> dict:
+def _facts(result: Rendered | VideoRendered) -> dict[str, object]:
+    """The columns that describe an output's file."""
     if isinstance(result, VideoRendered):
         f = result.facts
         return {"format": f.format, "width": f.width, "height": f.height, "quality": None,
@@ -126,7 +136,7 @@ def _render_video_master(
 
 
 def fail_master(mp: MasterPlan, settings: JobSettings, error: str,
-                base: dict | None = None) -> list[dict]:
+                base: Row | None = None) -> list[Row]:
     """A `failed` row for every derivative of the master (one row if it has none); a
     derivative whose earlier file still stands keeps it (`kept`)."""
     base = base or _base_row(mp, settings.run_id, None)
@@ -136,37 +146,26 @@ def fail_master(mp: MasterPlan, settings: JobSettings, error: str,
     return keep_last_good([_failed(base, d, message) for d in mp.derivatives], mp, settings)
 
 
-def keep_last_good(rows: list[dict], mp: MasterPlan, settings: JobSettings) -> list[dict]:
+def keep_last_good(rows: list[Row], mp: MasterPlan, settings: JobSettings) -> list[Row]:
     """Failed rows whose derivative had a published file become `kept` rows: the file stays
     served, with its facts, and the row says why it was not refreshed and since when.
 
     A failure tonight (master unreadable, decode or encoder error, a broken rule) must never
     take down what the store serves; only leaving the catalog or the channel removes a file.
     """
-    if not mp.previous or not any(r["status"] == Status.FAILED for r in rows):
+    if not mp.previous or not any(r.status == Status.FAILED for r in rows):
         return rows
     store = Store(settings.out)
     out = []
     for row in rows:
-        prev = mp.previous.get((row.get("channel"), row.get("output")))
-        if row["status"] == Status.FAILED and _still_served(prev, store):
-            assert prev is not None
-            since = prev.get("stale_since") if prev["status"] == Status.KEPT else None
-            row = dict(prev, run_id=settings.run_id, status=Status.KEPT.value,
-                       error=row["error"], stale_since=since or settings.run_id,
-                       render_ms=0.0, decode_ms=None)
+        prev = mp.previous.get((row.channel, row.output))
+        if row.status == Status.FAILED and prev is not None and still_served(prev, store):
+            row = as_kept(prev, settings.run_id, row.error or "failed")
         out.append(row)
     return out
 
 
-def _still_served(prev: dict | None, store: Store) -> bool:
-    """An earlier row's file is published and still on disk as recorded (by size: hashing
-    every served file on a night the masters' mount is gone would read all of OUT)."""
-    return (prev is not None and prev["status"] in PUBLISHED and prev.get("path") is not None
-            and store.size(prev["path"]) == prev["bytes"])
-
-
-def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[dict]:
+def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings) -> list[Row]:
     """Every manifest row for one master. Failures are rows, never exceptions.
 
     Derivatives whose previous output still stands are recorded `skipped` with the previous
@@ -177,11 +176,11 @@ def render_master(mp: MasterPlan, presets: dict[str, Preset], settings: JobSetti
 
 
 def _render_master(mp: MasterPlan, presets: dict[str, Preset],
-                   settings: JobSettings) -> list[dict]:
+                   settings: JobSettings) -> list[Row]:
     master = mp.master
     base = _base_row(mp, settings.run_id, None)
 
-    def fail_all(error: str) -> list[dict]:
+    def fail_all(error: str) -> list[Row]:
         return fail_master(mp, settings, error, base)
 
     if master.errors:
@@ -189,20 +188,20 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
     try:
         if master.kind == "video":  # streamed from its file: hashed here, decoded in one pass
             data = b""
-            base["master_sha256"], size = hash_master(master.path, settings.max_master_bytes)
+            sha, size = hash_master(master.path, settings.max_master_bytes)
         else:
             data = read_master(master.path, settings.max_master_bytes)
-            base["master_sha256"], size = hashlib.sha256(data).hexdigest(), len(data)
+            sha, size = hashlib.sha256(data).hexdigest(), len(data)
     except MasterError as exc:
         return fail_all(str(exc))
     if not mp.derivatives:
         return []
 
     store = Store(settings.out)
-    sha = base["master_sha256"]
+    base = base.replace(master_sha256=sha)
     skipped = {
-        d: dict(mp.previous[(d.channel, d.output)], **base, status="skipped", error=None,
-                render_ms=0.0, decode_ms=None)
+        d: _with_master(mp.previous[(d.channel, d.output)], base).replace(
+            status=Status.SKIPPED.value, error=None, render_ms=0.0, decode_ms=None)
         for d in mp.derivatives
         if d.error is None and not settings.force
         and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, store)
@@ -226,9 +225,9 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
     return _rows(mp, base, skipped, results, decode_ms, settings, store)
 
 
-def _rows(mp: MasterPlan, base: dict, skipped: dict[Derivative, dict],
+def _rows(mp: MasterPlan, base: Row, skipped: dict[Derivative, Row],
           results: dict[str, Rendered | VideoRendered | MasterError], decode_ms: float,
-          settings: JobSettings, store: Store) -> list[dict]:
+          settings: JobSettings, store: Store) -> list[Row]:
     """Check, publish and describe each derivative of a rendered master."""
     published: dict[str, tuple[str, int]] = {}  # recipe hash -> (sha256, bytes) of its file
     rows = []
@@ -256,9 +255,9 @@ def _rows(mp: MasterPlan, base: dict, skipped: dict[Derivative, dict],
         if d.recipe_hash not in published:
             published[d.recipe_hash] = _digest(result)
         sha, size = published[d.recipe_hash]
-        rows.append(dict(
-            base, channel=d.channel, output=d.output, preset=d.preset, path=d.path,
-            status="ok", error=None, **_facts(result), bytes=size, sha256=sha,
+        rows.append(base.replace(
+            channel=d.channel, output=d.output, preset=d.preset, path=d.path,
+            status=Status.OK.value, error=None, **_facts(result), bytes=size, sha256=sha,
             recipe_hash=d.recipe_hash, render_ms=result.render_ms, decode_ms=decode_ms,
         ))
     return rows

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import posixpath
 from collections.abc import Iterable
-from enum import StrEnum
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import ConfigError
+from .rows import PUBLISHED, SCHEMA, Row, Status, from_table, to_table
 from .scratch import scratch
 from .store import Store
 
@@ -28,60 +28,7 @@ JOURNAL_SUFFIX = ".journal.parquet"
 META_RUN = b"fanout.run_id"
 META_CONFIG = b"fanout.config"
 
-
-class Status(StrEnum):
-    """A row's status. `kept`: the derivative failed this run, but the file an earlier run
-    published stays served (the row keeps that file's facts, says why in `error`, and
-    `stale_since` names the run since which it has not been refreshed)."""
-
-    OK = "ok"  # rendered and published by this run
-    SKIPPED = "skipped"  # unchanged since an earlier run; its file stands
-    FAILED = "failed"  # failed, and no earlier file to serve (path null)
-    KEPT = "kept"  # failed, and the last good file stays published
-    REMOVED = "removed"  # history only: a stale row whose file this run deleted
-
-
-PUBLISHED = (Status.OK.value, Status.SKIPPED.value, Status.KEPT.value)  # a file is served
-
-SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("master_id", pa.string()),
-    ("master_path", pa.string()),
-    ("master_sha256", pa.string()),
-    ("master_kind", pa.string()),
-    ("channel", pa.string()),
-    ("output", pa.string()),
-    ("path", pa.string()),
-    ("status", pa.string()),
-    ("error", pa.string()),
-    ("format", pa.string()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("bytes", pa.int64()),
-    ("sha256", pa.string()),
-    ("quality", pa.int32()),
-    ("duration_s", pa.float64()),
-    ("video_codec", pa.string()),
-    ("audio_codec", pa.string()),
-    ("bitrate", pa.int64()),
-    ("recipe_hash", pa.string()),
-    ("render_ms", pa.float64()),
-    # Beyond the contract: what feeds and reports need without re-reading the catalog.
-    ("product", pa.string()),
-    ("position", pa.int32()),
-    ("role", pa.string()),
-    ("preset", pa.string()),
-    ("decode_ms", pa.float64()),
-    ("stale_since", pa.string()),
-])
-
-
-def to_table(rows: list[dict]) -> pa.Table:
-    unknown = {key for row in rows for key in row} - set(SCHEMA.names)
-    if unknown:  # a misspelt column would otherwise become a silent null
-        raise KeyError(f"manifest rows have unknown columns: {', '.join(sorted(unknown))}")
-    columns = {name: [row.get(name) for row in rows] for name in SCHEMA.names}
-    return pa.table(columns, schema=SCHEMA)
+__all__ = ["PUBLISHED", "SCHEMA", "Row", "Status", "from_table", "to_table"]  # re-exported
 
 
 def _read_parquet(source: bytes | Path, columns: list[str] | None = None) -> pa.Table:
@@ -135,9 +82,9 @@ def read_meta(store: Store) -> dict[bytes, bytes]:
         raise
 
 
-def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[dict]:
+def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:
     """Rows of the manifest (or a history file); [] when there is none (a first run)."""
-    return read_table(store, relative).to_pylist()
+    return from_table(read_table(store, relative))
 
 
 def runs(store: Store) -> list[str]:
@@ -179,9 +126,9 @@ class Spool:
         self.path = folder / "rows.parquet"
         self.batch_rows = batch_rows
         self._writer = pq.ParquetWriter(self.path, SCHEMA, compression="zstd")
-        self._buffer: list[dict] = []
+        self._buffer: list[Row] = []
 
-    def add(self, rows: list[dict]) -> None:
+    def add(self, rows: list[Row]) -> None:
         self._buffer.extend(rows)
         if len(self._buffer) >= self.batch_rows:
             self._flush()

@@ -23,16 +23,11 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import known_implementations
 
 from .errors import MasterError
+from .limits import DEFAULT_MAX_MASTER_BYTES
 from .store import is_url
 
 T = TypeVar("T")
 
-# An image master is read whole into a worker's memory before it is decoded. 2 GiB covers the
-# largest image the default pixel limit admits stored uncompressed (268 402 689 pixels x 4
-# channels x 16 bits = 2 147 221 512 bytes of TIFF, just under 2 GiB), and refuses a runaway
-# file (a disk image, a dump) before it takes a worker down. Video is streamed, never whole in
-# memory, but one limit bounds what any row can make a worker read; --max-master-bytes raises it.
-DEFAULT_MAX_MASTER_BYTES = 2 << 30
 CHUNK = 1 << 20
 
 # The fanout extra that installs a scheme's library (pyproject's optional-dependencies).

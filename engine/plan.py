@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from .catalog import Master
+from .rows import Row
 from .spec.models import Channel, Preset, VideoPreset, recipe_hash
 
 
@@ -30,11 +31,25 @@ class MasterPlan:
     master: Master
     derivatives: list[Derivative] = field(default_factory=list)
     # (channel, output) -> the row a previous run recorded; empty on a first or --force run
-    previous: dict[tuple[str, str], dict] = field(default_factory=dict)
+    previous: dict[tuple[str, str], Row] = field(default_factory=dict)
 
     def recipes(self) -> dict[str, str]:
         """recipe hash -> preset name, for the derivatives that can render."""
         return {d.recipe_hash: d.preset for d in self.derivatives if d.error is None}
+
+    def to_dict(self) -> dict[str, object]:
+        m = self.master
+        return {
+            "id": m.id, "path": m.path, "kind": m.kind, "role": m.role, "product": m.product,
+            "position": m.position, "error": m.error,
+            "derivatives": [
+                {"channel": d.channel, "output": d.output, "preset": d.preset,
+                 "format": d.format, "path": d.path, "recipe_hash": d.recipe_hash,
+                 "error": d.error}
+                for d in self.derivatives
+            ],
+            "renders": len(self.recipes()),
+        }
 
 
 @dataclass
@@ -52,6 +67,14 @@ class Plan:
 
     def per_channel(self) -> dict[str, int]:
         return dict(Counter(d.channel for mp in self.masters for d in mp.derivatives))
+
+    def to_dict(self) -> dict[str, object]:
+        """The plan as `fanout plan --json` prints it: every master, every derivative, totals."""
+        return {
+            "masters": [mp.to_dict() for mp in self.masters],
+            "totals": {"masters": len(self.masters), "derivatives": self.derivative_count,
+                       "renders": self.render_count, "per_channel": self.per_channel()},
+        }
 
 
 def output_path(channel: Channel, pattern: str, master: Master, output: str, ext: str) -> str:

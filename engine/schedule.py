@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .image.decode import configure
 from .job import JobSettings, fail_master, render_master
 from .plan import MasterPlan
+from .rows import Row
 from .spec.models import Preset
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
@@ -60,7 +61,7 @@ def connect(scheduler: str) -> Iterator[Any]:
 
 
 def _task(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings,
-          vips_threads: int) -> list[dict]:
+          vips_threads: int) -> list[Row]:
     configure(vips_threads)
     return render_master(mp, presets, settings)
 
@@ -87,10 +88,10 @@ def run(
     workers: int | None = None,
     on_done: Callable[[int], None] | None = None,
     on_info: Callable[[str], None] | None = None,
-    on_rows: Callable[[list[dict]], None] | None = None,
+    on_rows: Callable[[list[Row]], None] | None = None,
     prepare: Callable[[MasterPlan], None] | None = None,
     client: Any = None,
-) -> list[dict]:
+) -> list[Row]:
     """Render every master.
 
     Rows go to `on_rows` as masters finish (in catalog order locally), and only a bounded
@@ -102,7 +103,7 @@ def run(
     Local runs size themselves to the machine: `workers` tasks at once (default: one per core)
     and libvips threads per task so that workers x threads matches the cores.
     """
-    collected: list[dict] = []
+    collected: list[Row] = []
     sink = on_rows or collected.extend
     prepare = prepare or _no_prepare
     n_cores = cores()
@@ -143,7 +144,7 @@ def _run_distributed(
     client: Any,
     progress: Callable[[int], None],
     on_info: Callable[[str], None],
-    sink: Callable[[list[dict]], None],
+    sink: Callable[[list[Row]], None],
     prepare: Callable[[MasterPlan], None],
 ) -> None:
     """Submit masters to a dask.distributed cluster, a bounded window at a time.
@@ -188,7 +189,7 @@ def _run_distributed(
         future.release()
         finish(i, rows)
 
-    def finish(i: int, rows: list[dict]) -> None:
+    def finish(i: int, rows: list[Row]) -> None:
         plans[i].previous = {}
         sink(rows)
         progress(1)

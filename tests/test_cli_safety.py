@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from engine import api
 from engine.cli import main
+from engine.rows import Row
 
 BIN = Path(sys.executable).parent / "fanout"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.cli"]
@@ -324,10 +325,10 @@ def a_result(tmp_path: Path) -> api.RunResult:
     return api.RunResult(
         run_id="R2", out=str(tmp_path / "o"), manifest_path=str(tmp_path / "o/manifest.parquet"),
         wall_s=1.25,
-        failed=[{"master_id": "shoe", "channel": "web", "output": "zoom", "status": "kept",
-                 "error": "shoe.jpg: truncated [x]", "stale_since": "R1"},
-                {"master_id": "bag", "channel": "web", "output": "zoom", "status": "failed",
-                 "error": "bag.jpg: not an image"}],
+        failed=[Row(master_id="shoe", channel="web", output="zoom", status="kept",
+                    error="shoe.jpg: truncated [x]", stale_since="R1"),
+                Row(master_id="bag", channel="web", output="zoom", status="failed",
+                    error="bag.jpg: not an image")],
         channels={"web": api.ChannelSummary(derivatives=3, ok=1, failed=2, kept=1, bytes=10)},
     )
 

@@ -111,13 +111,19 @@ def test_manifest_exports_as_csv_and_json(shop):
     assert "recipe_hash" in table[0] and "render_ms" in rows[0]
 
 
+def manifest_rows(out: Path) -> list:
+    from engine.manifest import read_rows
+    from engine.store import Store
+
+    return read_rows(Store(out))
+
+
 def test_two_images_at_one_position_are_reported(shop):
-    from engine.manifest import read
     from engine.publish.feeds import product_feed
 
-    rows = read(shop).to_pylist()
-    twin = [dict(r, master_id="bag-copy", path=r["path"].replace("bag/", "bag-copy/"))
-            for r in rows if r["master_id"] == "bag"]
+    rows = manifest_rows(shop)
+    twin = [r.replace(master_id="bag-copy", path=r.path.replace("bag/", "bag-copy/"))
+            for r in rows if r.master_id == "bag"]
     feed = product_feed(rows + twin, "web", BASE, "google")
     assert any("BAG-2: several images at position 0" in p and "bag-copy" in p
                for p in feed.problems)
@@ -126,14 +132,13 @@ def test_two_images_at_one_position_are_reported(shop):
 
 def test_amazon_package_refuses_two_masters_under_one_file_name(shop, tmp_path):
     from engine.errors import ConfigError
-    from engine.manifest import read
     from engine.publish.feeds import amazon_package
 
-    rows = read(shop).to_pylist()
-    bag = [r for r in rows if r["channel"] == "amazon" and r["master_id"] == "bag"]
-    assert [r["path"] for r in bag] == ["amazon/BAG-2.MAIN.jpg"]
+    rows = manifest_rows(shop)
+    bag = [r for r in rows if r.channel == "amazon" and r.master_id == "bag"]
+    assert [r.path for r in bag] == ["amazon/BAG-2.MAIN.jpg"]
     for twin_path in ("amazon/other/BAG-2.MAIN.jpg", "amazon/bag-2.MAIN.jpg"):
-        twin = [dict(r, master_id="bag-copy", path=twin_path) for r in bag]
+        twin = [r.replace(master_id="bag-copy", path=twin_path) for r in bag]
         for target in (tmp_path / "a.zip", tmp_path / "folder"):
             with pytest.raises(ConfigError) as err:
                 amazon_package(rows + twin, shop, target)
@@ -144,11 +149,10 @@ def test_amazon_package_refuses_two_masters_under_one_file_name(shop, tmp_path):
 
 
 def test_kept_rows_are_published_in_feeds(shop, tmp_path):
-    from engine.manifest import read
     from engine.publish.feeds import amazon_package, product_feed
 
-    rows = [dict(r, status="kept", error="bag.jpg: truncated", stale_since="R1")
-            if r["master_id"] == "bag" else r for r in read(shop).to_pylist()]
+    rows = [r.replace(status="kept", error="bag.jpg: truncated", stale_since="R1")
+            if r.master_id == "bag" else r for r in manifest_rows(shop)]
     feed = product_feed(rows, "web", BASE, "google")
     assert "BAG-2" in [i.product for i in feed.items]
     assert amazon_package(rows, shop, tmp_path / "amazon") == []

@@ -11,7 +11,6 @@ import pytest
 from engine import api
 from engine.manifest import read
 
-
 pytestmark = pytest.mark.slow  # a real browser
 
 

@@ -13,9 +13,8 @@ import pyvips
 
 from ..errors import MasterError
 from ..geometry import jpeg_shrink
+from ..limits import DEFAULT_MAX_PIXELS
 from . import ops
-
-DEFAULT_MAX_PIXELS = 268_402_689  # sharp's default limit (0x3FFF * 0x3FFF)
 
 # Loaders fanout accepts. Everything else (SVG, PDF, matrix, FITS, raw...) is refused, on top of
 # libvips' own block on loaders not meant for untrusted data (set in configure()).

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..errors import ConfigError
-from ..manifest import PUBLISHED
+from ..rows import PUBLISHED, Row
 from ..spec.models import EXTENSIONS
 
 MAX_URL = 2000
@@ -73,49 +73,49 @@ def url_problem(url: str, fmt: str) -> str | None:
     return None
 
 
-def _pick_output(rows: list[dict], formats: tuple[str, ...]) -> str | None:
+def _pick_output(rows: list[Row], formats: tuple[str, ...]) -> str | None:
     """The output with the largest images; JPEG first among equals (every client reads it)."""
     best: dict[str, tuple[int, int]] = {}
     for r in rows:
-        if r["format"] in formats:
-            score = (r["width"] * r["height"], -formats.index(r["format"]))
-            best[r["output"]] = max(best.get(r["output"], score), score)
+        if r.format in formats:
+            score = (r.width * r.height, -formats.index(r.format))
+            best[r.output] = max(best.get(r.output, score), score)
     return max(best, key=lambda o: best[o]) if best else None
 
 
 def product_feed(
-    rows: list[dict], channel: str, base_url: str, kind: str, output: str | None = None
+    rows: list[Row], channel: str, base_url: str, kind: str, output: str | None = None
 ) -> Feed:
     """One item per product: its position-0 image and up to ten more, in position order."""
     base_url = check_base_url(base_url)
     formats = FEED_FORMATS[kind]
-    mine = [r for r in rows if r["channel"] == channel and r["status"] in PUBLISHED
-            and (r.get("role") or "product") == "product"]
+    mine = [r for r in rows if r.channel == channel and r.status in PUBLISHED
+            and (r.role or "product") == "product"]
     if not mine:
         raise ConfigError(f"no rendered product images in channel {channel!r} of this manifest")
     output = output or _pick_output(mine, formats)
-    chosen = [r for r in mine if r["output"] == output and r["format"] in formats]
+    chosen = [r for r in mine if r.output == output and r.format in formats]
     if not chosen:
         raise ConfigError(f"channel {channel!r} has no output {output!r} in a format "
                           f"{kind} accepts ({', '.join(formats)})")
     problems: list[str] = []
     by_product: dict[str, dict[int, str]] = defaultdict(dict)
-    for r in sorted(chosen, key=lambda r: r["master_id"]):
-        url = file_url(base_url, r["path"])
-        if problem := url_problem(url, r["format"]):
-            problems.append(f"product {r['product']}, master {r['master_id']}: {problem}")
+    for r in sorted(chosen, key=lambda r: r.master_id):
+        url = file_url(base_url, r.path)
+        if problem := url_problem(url, r.format):
+            problems.append(f"product {r.product}, master {r.master_id}: {problem}")
             continue
-        position = r["position"] or 0
-        if position in by_product[r["product"]]:
-            problems.append(f"product {r['product']}: several images at position {position}; "
-                            f"kept the first, left out master {r['master_id']}")
+        position = r.position or 0
+        if position in by_product[r.product]:
+            problems.append(f"product {r.product}: several images at position {position}; "
+                            f"kept the first, left out master {r.master_id}")
             continue
-        by_product[r["product"]][position] = url
+        by_product[r.product][position] = url
     videos: dict[str, list[str]] = defaultdict(list)
     for r in rows:
-        if r["status"] in PUBLISHED and r["format"] in VIDEO_FORMATS and r.get("product"):
-            videos[r["product"]].append(file_url(base_url, r["path"]))
-    every_product = sorted({r["product"] for r in mine})
+        if r.status in PUBLISHED and r.format in VIDEO_FORMATS and r.product:
+            videos[r.product].append(file_url(base_url, r.path))
+    every_product = sorted({r.product for r in mine})
     items = []
     for product in every_product:
         images = by_product.get(product, {})
@@ -165,10 +165,10 @@ def _refuse_clashes(entries: list[tuple]) -> None:
     for entry in entries:
         by_name[entry[0].casefold()].append(entry)
     for clash in by_name.values():
-        masters = list(dict.fromkeys(e[4]["master_id"] for e in clash))
+        masters = list(dict.fromkeys(e[4].master_id for e in clash))
         if len(masters) < 2:
             continue
-        first, second = (next(e for e in clash if e[4]["master_id"] == m) for m in masters[:2])
+        first, second = (next(e for e in clash if e[4].master_id == m) for m in masters[:2])
         if first[0] == second[0]:
             what = f"SKU {first[2]!r} names two images {first[0]!r}"
         else:
@@ -182,30 +182,30 @@ def _refuse_clashes(entries: list[tuple]) -> None:
         )
 
 
-def amazon_package(rows: list[dict], out: Path, target: Path, channel: str = "amazon") -> list[str]:
+def amazon_package(rows: list[Row], out: Path, target: Path, channel: str = "amazon") -> list[str]:
     """Amazon's files (SKU.MAIN.jpg, SKU.PT01.jpg ...) plus listing.csv, as a folder or a .zip.
 
     Returns the problems (files whose names do not follow the convention are left out). Product
     videos and their posters are uploaded through Amazon's video flow, not this package.
     """
-    rows = [r for r in rows if r["channel"] == channel and r["status"] in PUBLISHED
-            and r["master_kind"] != "video"]
+    rows = [r for r in rows if r.channel == channel and r.status in PUBLISHED
+            and r.master_kind != "video"]
     if not rows:
         raise ConfigError(f"no rendered images in channel {channel!r} of this manifest")
     problems, entries = [], []
-    for r in sorted(rows, key=lambda r: r["path"]):
-        name = Path(r["path"]).name
+    for r in sorted(rows, key=lambda r: r.path):
+        name = Path(r.path).name
         match = AMAZON_NAME.match(name)
         if match is None:
-            problems.append(f"{r['path']}: not named SKU.MAIN / SKU.PT01..PT08; left out")
+            problems.append(f"{r.path}: not named SKU.MAIN / SKU.PT01..PT08; left out")
             continue
-        entries.append((name, out / r["path"], match["sku"], match["slot"], r))
+        entries.append((name, out / r.path, match["sku"], match["slot"], r))
     _refuse_clashes(entries)
     listing = io.StringIO()
     writer = csv.writer(listing, lineterminator="\n")
     writer.writerow(["sku", "slot", "file", "width", "height", "bytes", "sha256"])
     for name, _, sku, slot, r in entries:
-        writer.writerow([sku, slot, name, r["width"], r["height"], r["bytes"], r["sha256"]])
+        writer.writerow([sku, slot, name, r.width, r.height, r.bytes, r.sha256])
     if target.suffix.lower() == ".zip":
         target.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:

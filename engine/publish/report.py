@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from html import escape
 from urllib.parse import quote
 
+from ..rows import Row
 from .feeds import VIDEO_FORMATS
 
 STYLE = """
@@ -62,51 +63,51 @@ def _size(n: int | None) -> str:
     return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
-def _media(row: dict, poster: str | None) -> str:
-    src = escape(quote(row["path"]))
-    label = escape(f"{row['master_id']} {row['channel']}/{row['output']}")
-    if row["format"] in VIDEO_FORMATS:
+def _media(row: Row, poster: str | None) -> str:
+    src = escape(quote(row.path))
+    label = escape(f"{row.master_id} {row.channel}/{row.output}")
+    if row.format in VIDEO_FORMATS:
         poster_attr = f' poster="{escape(quote(poster))}"' if poster else ""
         return f'<video controls preload="none" src="{src}"{poster_attr} title="{label}"></video>'
     return f'<img src="{src}" loading="lazy" alt="{label}">'
 
 
-def _card(row: dict, poster: str | None) -> str:
-    status = row["status"]
-    head = (_media(row, poster) if status != "failed" and row["path"]
-            else f'<div class="error">{escape(row["error"] or "failed")}</div>')
+def _card(row: Row, poster: str | None) -> str:
+    status = row.status
+    head = (_media(row, poster) if status != "failed" and row.path
+            else f'<div class="error">{escape(row.error or "failed")}</div>')
     if status == "kept":  # failed tonight; the file shown is the last good one, still served
-        head += (f'<div class="error">{escape(row["error"] or "failed")} (serving the file '
-                 f'from run {escape(row.get("stale_since") or "?")})</div>')
-    facts = [escape(row["output"] or "(master)")]
+        head += (f'<div class="error">{escape(row.error or "failed")} (serving the file '
+                 f'from run {escape(row.stale_since or "?")})</div>')
+    facts = [escape(row.output or "(master)")]
     if status != "failed":
-        facts += [f"{row['width']}×{row['height']}", escape(row["format"] or ""),
-                  _size(row["bytes"])]
-        if row.get("quality") is not None:
-            facts.append(f"q{row['quality']}")
+        facts += [f"{row.width}×{row.height}", escape(row.format or ""),
+                  _size(row.bytes)]
+        if row.quality is not None:
+            facts.append(f"q{row.quality}")
     facts.append(f'<span class="status-{escape(status)}">{escape(status)}</span>')
-    return (f'<figure class="card {escape(status)}" data-channel="{escape(row["channel"] or "")}"'
+    return (f'<figure class="card {escape(status)}" data-channel="{escape(row.channel or "")}"'
             f' data-status="{escape(status)}">{head}<figcaption>{" · ".join(facts)}'
             f"</figcaption></figure>")
 
 
-def render_report(rows: list[dict], title: str = "fanout report") -> str:
-    counts = Counter(r["status"] for r in rows)
-    channels = sorted({r["channel"] for r in rows if r["channel"]})
-    runs = sorted({r["run_id"] for r in rows if r["run_id"]})
-    by_master: dict[str, list[dict]] = defaultdict(list)
+def render_report(rows: list[Row], title: str = "fanout report") -> str:
+    counts = Counter(r.status for r in rows)
+    channels = sorted({r.channel for r in rows if r.channel})
+    runs = sorted({r.run_id for r in rows if r.run_id})
+    by_master: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
-        by_master[r["master_id"]].append(r)
+        by_master[r.master_id].append(r)
     sections = []
     for master_id in sorted(by_master):
         mrows = by_master[master_id]
         first = mrows[0]
-        posters = [r["path"] for r in mrows if r["status"] != "failed" and r["path"]
-                   and r["format"] not in VIDEO_FORMATS]
+        posters = [r.path for r in mrows if r.status != "failed" and r.path
+                   and r.format not in VIDEO_FORMATS]
         poster = posters[0] if posters else None
         groups = defaultdict(list)
         for r in mrows:
-            groups[r["channel"] or ""].append(r)
+            groups[r.channel or ""].append(r)
         body = "".join(
             f'<div class="channel" data-channel="{escape(ch)}"><h3>{escape(ch or "master")}</h3>'
             f'<div class="sheet">{"".join(_card(r, poster) for r in group)}</div></div>'

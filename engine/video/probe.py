@@ -15,11 +15,10 @@ import av
 import pyvips
 
 from ..errors import MasterError
+from ..limits import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
 
 # Untrusted input limits (ARCHITECTURE.md section 5): a frame larger than 8K UHD, or a master
 # longer than four hours, is refused before any decode.
-DEFAULT_MAX_VIDEO_PIXELS = 7680 * 4320
-DEFAULT_MAX_VIDEO_S = 4 * 3600.0
 
 
 def av_message(exc: Exception) -> str:

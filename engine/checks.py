@@ -9,7 +9,7 @@ import av
 import pyvips
 
 from .image.decode import vips_message
-from .manifest import PUBLISHED
+from .rows import PUBLISHED, Row
 from .rules import video_violations, violations
 from .spec.models import EXTENSIONS, Preset, Rules
 from .store import sha256_of
@@ -19,50 +19,50 @@ LOADER_FORMATS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifloa
                   "pngload_buffer": "png", "gifload_buffer": "gif"}
 
 
-def _file_facts(row: dict, preset: Preset | None, fmt: str, width: int,
+def _file_facts(row: Row, preset: Preset | None, fmt: str, width: int,
                 height: int) -> list[str]:
     """Extension, size against the manifest, and the exact size a fill or pad preset makes."""
     found = []
-    if not row["path"].endswith("." + EXTENSIONS.get(fmt, fmt)):
-        found.append(f"extension: {row['path']} does not match its format {fmt}")
-    if (width, height) != (row["width"], row["height"]):
-        found.append(f"size: expected {row['width']}x{row['height']}, found {width}x{height}")
+    if not row.path.endswith("." + EXTENSIONS.get(fmt, fmt)):
+        found.append(f"extension: {row.path} does not match its format {fmt}")
+    if (width, height) != (row.width, row.height):
+        found.append(f"size: expected {row.width}x{row.height}, found {width}x{height}")
     box = preset.resize if preset is not None else None
     if box is not None and box.fit in ("fill", "pad") and (width, height) != (
         box.width, box.height
     ):
-        found.append(f"size: preset {row['preset']} makes {box.width}x{box.height}, "
+        found.append(f"size: preset {row.preset} makes {box.width}x{box.height}, "
                      f"found {width}x{height}")
     return found
 
 
-def _check_video(path: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
+def _check_video(path: Path, row: Row, rules: Rules | None, preset: Preset | None) -> list[str]:
     """A video or animated output: decodes whole, and its facts match the manifest and rules."""
     found = []
     try:
-        facts = describe_output(path, row["format"])
-        if row["format"] in ("mp4", "webm"):
+        facts = describe_output(path, row.format)
+        if row.format in ("mp4", "webm"):
             with av.open(str(path)) as container:
                 for _ in container.decode(video=0):
                     pass
     except (av.FFmpegError, pyvips.Error, IndexError, ValueError) as exc:
-        return [f"decode: not a readable {row['format']} ({exc})"]
-    found += _file_facts(row, preset, row["format"], facts.width, facts.height)
-    if row["duration_s"] is not None and abs(facts.duration_s - row["duration_s"]) > 0.01:
-        found.append(f"duration: expected {row['duration_s']:.3f} s, "
+        return [f"decode: not a readable {row.format} ({exc})"]
+    found += _file_facts(row, preset, row.format, facts.width, facts.height)
+    if row.duration_s is not None and abs(facts.duration_s - row.duration_s) > 0.01:
+        found.append(f"duration: expected {row.duration_s:.3f} s, "
                      f"found {facts.duration_s:.3f} s")
-    if (facts.video_codec, facts.audio_codec) != (row["video_codec"], row["audio_codec"]):
-        found.append(f"codecs: expected {row['video_codec']}/{row['audio_codec']}, "
+    if (facts.video_codec, facts.audio_codec) != (row.video_codec, row.audio_codec):
+        found.append(f"codecs: expected {row.video_codec}/{row.audio_codec}, "
                      f"found {facts.video_codec}/{facts.audio_codec}")
     if rules is not None:
-        found += violations(rules, row["format"], facts.width, facts.height,
+        found += violations(rules, row.format, facts.width, facts.height,
                             path.stat().st_size, None) + video_violations(rules, facts)
     return found
 
 
-def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None) -> list[str]:
-    path = out / row["path"]
-    video = row.get("duration_s") is not None  # a video, or an animation made from one
+def check_file(out: Path, row: Row, rules: Rules | None, preset: Preset | None) -> list[str]:
+    path = out / row.path
+    video = row.duration_s is not None  # a video, or an animation made from one
     try:
         if video:  # hashed in chunks: a video is not read whole
             with path.open("rb") as fh:
@@ -73,12 +73,12 @@ def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None)
     except FileNotFoundError:
         return ["missing: the manifest records it, the disk does not have it"]
     found = []
-    if digest != row["sha256"]:
-        found.append(f"sha256: expected {row['sha256'][:16]}..., found {digest[:16]}... "
+    if digest != row.sha256:
+        found.append(f"sha256: expected {row.sha256[:16]}..., found {digest[:16]}... "
                      "(changed since it was rendered)")
     size = path.stat().st_size
-    if size != row["bytes"]:
-        found.append(f"bytes: expected {row['bytes']}, found {size}")
+    if size != row.bytes:
+        found.append(f"bytes: expected {row.bytes}, found {size}")
     if video:
         return found + _check_video(path, row, rules, preset)
     try:
@@ -87,8 +87,8 @@ def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None)
     except pyvips.Error as exc:
         return found + [f"decode: not a readable image ({vips_message(exc)})"]
     fmt = LOADER_FORMATS.get(image.get("vips-loader"), image.get("vips-loader"))
-    if fmt != row["format"]:
-        found.append(f"format: expected {row['format']}, found {fmt}")
+    if fmt != row.format:
+        found.append(f"format: expected {row.format}, found {fmt}")
     found += _file_facts(row, preset, fmt, image.width, image.height)
     if rules is not None:
         found += violations(rules, fmt, image.width, image.height, len(data), lambda: image)
@@ -96,16 +96,16 @@ def check_file(out: Path, row: dict, rules: Rules | None, preset: Preset | None)
 
 
 def check_tree(
-    out: Path, rows: list[dict], rules: dict[tuple[str, str], Rules], presets: dict[str, Preset]
+    out: Path, rows: list[Row], rules: dict[tuple[str, str], Rules], presets: dict[str, Preset]
 ) -> tuple[int, list]:
     """(files checked, [(path, problem)]) for every row of a manifest whose file is served
     (ok, skipped, and kept: a failed derivative's last good file)."""
     problems = []
     checked = 0
     for row in rows:
-        if row["status"] not in PUBLISHED or not row["path"]:
+        if row.status not in PUBLISHED or not row.path:
             continue
         checked += 1
-        problems += [(row["path"], p) for p in check_file(
-            out, row, rules.get((row["channel"], row["output"])), presets.get(row["preset"]))]
+        problems += [(row.path, p) for p in check_file(
+            out, row, rules.get((row.channel, row.output)), presets.get(row.preset))]
     return checked, problems

@@ -1,0 +1,114 @@
+"""The manifest row: one typed record per (master, channel, output), its status, and the Arrow
+schema derived from it.
+
+Every producer builds rows through `Row` (a misspelt column is a TypeError, not a silent
+null) and every reader uses its fields. `OUT/manifest.parquet` and the run history hold these
+columns, in this order; the README's manifest table documents them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Annotated, Any, get_type_hints
+
+import pyarrow as pa
+
+
+class Status(StrEnum):
+    """A row's status. `kept`: the derivative failed this run, but the file an earlier run
+    published stays served (the row keeps that file's facts, says why in `error`, and
+    `stale_since` names the run since which it has not been refreshed)."""
+
+    OK = "ok"  # rendered and published by this run
+    SKIPPED = "skipped"  # unchanged since an earlier run; its file stands
+    FAILED = "failed"  # failed, and no earlier file to serve (path null)
+    KEPT = "kept"  # failed, and the last good file stays published
+    REMOVED = "removed"  # history only: a stale row whose file this run deleted
+
+
+PUBLISHED = (Status.OK.value, Status.SKIPPED.value, Status.KEPT.value)  # a file is served
+
+# Column types beyond the default (str -> string, float -> float64).
+Int32 = Annotated[int | None, pa.int32()]
+Int64 = Annotated[int | None, pa.int64()]
+
+
+@dataclass(slots=True, kw_only=True)
+class Row:
+    """One derivative of one master in one channel output, as a run left it."""
+
+    run_id: str | None = None  # the run that last wrote the row
+    master_id: str
+    master_path: str | None = None
+    master_sha256: str | None = None
+    master_kind: str | None = None  # image, video, or None when unrecognised
+    channel: str | None = None  # None: the master could not be planned at all
+    output: str | None = None
+    path: str | None = None  # relative to OUT; None when nothing is served
+    status: str = Status.FAILED.value
+    error: str | None = None
+    format: str | None = None
+    width: Int32 = None
+    height: Int32 = None
+    bytes: Int64 = None
+    sha256: str | None = None
+    quality: Int32 = None
+    duration_s: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    bitrate: Int64 = None
+    recipe_hash: str | None = None
+    render_ms: float | None = None
+    # Beyond the contract: what feeds and reports need without re-reading the catalog.
+    product: str | None = None
+    position: Int32 = None
+    role: str | None = None
+    preset: str | None = None
+    decode_ms: float | None = None
+    stale_since: str | None = None  # kept rows: the first run that failed to refresh the file
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None]:
+        return (self.master_id, self.channel, self.output)
+
+    @property
+    def published(self) -> bool:
+        """Its file is served (ok, skipped or kept, with a path)."""
+        return self.status in PUBLISHED and self.path is not None
+
+    def replace(self, **changes: Any) -> Row:  # noqa: ANN401
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __getitem__(self, name: str) -> Any:  # noqa: ANN401
+        """Read access by column name, for notebooks (row["sha256"]); an unknown name is a
+        KeyError, never a silent None."""
+        if name not in COLUMNS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+def _arrow_type(hint: Any) -> pa.DataType:  # noqa: ANN401
+    meta = getattr(hint, "__metadata__", ())
+    if meta:
+        return meta[0]
+    return pa.float64() if float in getattr(hint, "__args__", (hint,)) else pa.string()
+
+
+SCHEMA = pa.schema([(name, _arrow_type(hint))
+                    for name, hint in get_type_hints(Row, include_extras=True).items()])
+COLUMNS = frozenset(SCHEMA.names)
+
+
+def to_table(rows: list[Row]) -> pa.Table:
+    return pa.table({name: [getattr(r, name) for r in rows] for name in SCHEMA.names},
+                    schema=SCHEMA)
+
+
+def from_table(table: pa.Table) -> list[Row]:
+    """Rows of a table with SCHEMA's columns (manifest.conform makes any manifest so)."""
+    return [Row(**d) for d in table.to_pylist()]
