@@ -20,6 +20,23 @@ class ConfigError(FanoutError):
     """A channel or preset file, a catalog listing or an option is wrong; nothing is rendered."""
 
 
+class ConfigProblems(ConfigError):
+    """Every problem of a configuration at once: `problems` holds one line each
+    (`FILE: KEY.PATH: expected X; found Y`), the message all of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems in the configuration:\n" + "\n".join(
+                "  " + line for line in self.problems)
+        super().__init__(message)
+
+    def __reduce__(self):  # pickled whole: args holds the message, not the list
+        return (type(self), (self.problems,))
+
+
 class MasterError(FanoutError):
     """One master (or one of its derivatives) could not be rendered; the rest of the run goes on."""
 

@@ -57,8 +57,8 @@ WRONG_TYPES = [
      "sq.frame: expected a number or 'best'; found 'worst'"),
     ('kind = "video"\nresize = { width = 1080, height = 1920, fit = "fill" }\nfps_max = "30"',
      "sq.fps_max: expected a number; found '30'"),
-    ('kind = "video"\nresize = { width = 1080, height = 1920, fit = "fill" }\n'
-     'ladder = [{ name = "hi", bitrate_kbps = "3000" }]',
+    (('kind = "video"\nresize = { width = 1080, height = 1920, fit = "fill" }\n'
+      'ladder = [{ name = "hi", bitrate_kbps = "3000" }]'),
      "sq.ladder[0].bitrate_kbps: expected an integer; found '3000'"),
 ]
 
@@ -124,7 +124,7 @@ min_fill = 1
     ("1.5", ": expected an integer, a string or a list; found 1.5"),
     ("true", ": expected an integer, a string or a list; found True"),
     ('"x"', ": expected a position, a range like '1-8' or a list; found 'x'"),
-    ('"3-1"', ": range '3-1' is empty"),
+    ('"3-1"', ": expected a range from low to high, like '1-8'; found '3-1'"),
     ('["1"]', "[0]: expected an integer; found '1'"),
 ])
 def test_position_of_the_wrong_type(tmp_path, position, message):
@@ -177,5 +177,6 @@ max_bytes = "60000"
 min_fill = "0.9"
 """)
     assert error_of(tmp_path) == (
-        f"{path}: rules.max_bytes: expected an integer; found '60000'; "
-        "rules.min_fill: expected a number; found '0.9'")
+        "2 problems in the configuration:\n"
+        f"  {path}: rules.max_bytes: expected an integer; found '60000'\n"
+        f"  {path}: rules.min_fill: expected a number; found '0.9'")

@@ -2,20 +2,42 @@
 
 Built-in files ship inside the package (engine/builtin/ in a wheel, the repository's top-level
 channels/ and presets/ in a checkout); `--config-dir` adds or overrides them by name.
+
+Every problem is one line, `FILE: KEY.PATH: expected X; found Y` (KEY.PATH from the top of the
+file), and a configuration's problems are all reported at once, in one ConfigError.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ..errors import ConfigError
-from .models import PRESET_KINDS, Channel, Preset, Rules, VideoPreset
+from ..errors import ConfigProblems
+from .models import PRESET_KINDS, Channel, Output, Preset, Rules, VideoPreset, _one_of
+
+
+def _raise_if_any(problems: list[str]) -> None:
+    """One ConfigError (a ConfigProblems) for every problem found, or nothing."""
+    if problems:
+        raise ConfigProblems(problems)
+
+
+def _did_you_mean(word: str, names: Any) -> str:
+    """", did you mean 'x'?" for the closest of `names`, or ""."""
+    close = difflib.get_close_matches(word, sorted(names), n=1)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -30,12 +52,12 @@ class Config:
     def select(self, names: list[str] | tuple[str, ...] | None) -> list[Channel]:
         if not names:
             return [self.channels[n] for n in sorted(self.channels)]
-        unknown = [n for n in names if n not in self.channels]
-        if unknown:
-            raise ConfigError(
-                f"unknown channel {', '.join(map(repr, unknown))}; "
-                f"available: {', '.join(sorted(self.channels))}"
-            )
+        known = ", ".join(sorted(self.channels)) or "none is configured"
+        _raise_if_any([
+            f"--channel: expected the name of a channel ({known}); "
+            f"found unknown channel {name!r}{_did_you_mean(name, self.channels)}"
+            for name in dict.fromkeys(names) if name not in self.channels
+        ])
         return [self.channels[n] for n in dict.fromkeys(names)]
 
 
@@ -85,18 +107,19 @@ def _expected(err: dict[str, Any]) -> str:
     return msg[:1].lower() + msg[1:]
 
 
+
+
 def _where(loc: tuple[Any, ...], data: Any, keep_last: bool) -> tuple[Any, ...]:
     """`loc` as key path in the file: the parts found in `data` (pydantic also puts a union
     member's tag, like 'int' or "literal['best']", and validator names in a location); the last
-    part is kept when it names a missing key."""
+    part is kept when it names a missing or unknown key."""
     if data is None:
         return tuple(p for p in loc if not str(p).startswith("function-"))
     parts, node = [], data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            parts.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             parts.append(part)
             node = node[part]
         elif keep_last and i == len(loc) - 1:
@@ -104,23 +127,92 @@ def _where(loc: tuple[Any, ...], data: Any, keep_last: bool) -> tuple[Any, ...]:
     return tuple(parts)
 
 
-def _describe(exc: ValidationError, prefix: tuple[Any, ...] = (), data: Any = None) -> list[str]:
-    """One line per wrong key: `KEY: expected WHAT; found VALUE` (a union's alternatives in
-    one line), `KEY: unknown key (found VALUE)`, `KEY: missing required key`, or a check's own
-    message as it is (when it does not start with "expected", or already says what it found)."""
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field's type holds (Resize in `Resize | None`, Rung in `list[Rung]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model of the table at `loc` (a pydantic location) below `model`."""
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, str) and part in model.model_fields:
+            model = _model_of(model.model_fields[part].annotation)
+    return model
+
+
+class _Nothing:
+    """A value of no type at all: what a missing key's type refuses says what it expects."""
+
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+def _expected_for_missing(model: type[BaseModel] | None, key: Any) -> str:
+    if model is None or key not in model.model_fields:
+        return "a value"
+    try:
+        model.model_validate({key: _Nothing()})
+    except ValidationError as exc:
+        phrases = [_expected(e) for e in exc.errors() if e["loc"][:1] == (key,)
+                   and e["type"] != "missing"]
+        phrases = list(dict.fromkeys(phrases))
+        if phrases:
+            return phrases[0] if len(phrases) == 1 else (
+                ", ".join(phrases[:-1]) + " or " + phrases[-1])
+    return "a value"
+
+
+_KEYED = re.compile(r"((?:[A-Za-z_]\w*|\[\d+\])(?:\.[A-Za-z_]\w*|\[\d+\])*): (expected .*)",
+                    re.DOTALL)
+
+
+def _join(loc: str, key: str) -> str:
+    if not loc:
+        return key
+    return loc + key if key.startswith("[") else f"{loc}.{key}"
+
+
+def _describe(exc: ValidationError, prefix: tuple[Any, ...] = (), data: Any = None,
+              model: type[BaseModel] | None = None) -> list[str]:
+    """One line per problem, each `KEY.PATH: expected X; found Y` (a union's alternatives in
+    one line). `model` is what `data` was validated as (for the keys of a table)."""
     lines: list[tuple[str, str | None]] = []  # (key path, finished line or None: typed)
     typed: dict[str, tuple[list[str], Any]] = {}  # key path -> (expected phrases, found)
     for err in exc.errors():
-        kind = err["type"]
-        loc = _format_loc(prefix + _where(err["loc"], data, keep_last=kind == "missing"))
+        kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+        keep_last = kind in ("missing", "extra_forbidden")
+        where = prefix + _where(err["loc"], data, keep_last=keep_last)
+        loc = _format_loc(where)
         if kind == "extra_forbidden":
-            lines.append((loc, f"{loc}: unknown key (found {err['input']!r})"))
+            key = str(err["loc"][-1])
+            table = _model_at(model, err["loc"][:-1])
+            keys = sorted(table.model_fields) if table is not None else []
+            hint = _did_you_mean(key, keys)
+            expected = "a known key" + ("" if hint or not keys else f" (one of {', '.join(keys)})")
+            lines.append((loc, f"{loc}: expected {expected}; found unknown key {key!r}{hint}"))
         elif kind == "missing":
-            lines.append((loc, f"{loc}: missing required key"))
-        elif kind == "value_error" and (
-            "found" in err["msg"] or not err["msg"].startswith("Value error, expected ")
-        ):  # a check's own message, complete as it is
-            lines.append((loc, f"{loc}: {err['msg'].removeprefix('Value error, ')}"))
+            table = _model_at(model, err["loc"][:-1])
+            expected = _expected_for_missing(table, err["loc"][-1])
+            lines.append((loc, f"{loc}: expected {expected}; found nothing (the key is required)"))
+        elif kind == "value_error" and ("; found " in msg or "\n" in msg
+                                        or not msg.startswith("expected ")):
+            # a check's own lines, complete: about this table or value, or one of its keys
+            base = _format_loc(where) if where else ""
+            for line in msg.split("\n"):
+                keyed = _KEYED.fullmatch(line)
+                at = _join(base, keyed.group(1)) if keyed else base
+                text = keyed.group(2) if keyed else line
+                if "; found " not in text:
+                    text += f"; found {err['input']!r}"
+                lines.append((at or "(top level)", f"{at or '(top level)'}: {text}"))
         elif loc in typed:  # another alternative of a union: same key, same value
             typed[loc][0].append(_expected(err))
         else:
@@ -154,171 +246,254 @@ class ConfigFile:
         return self.origin
 
 
-def read_files(root: Path) -> list[ConfigFile]:
-    """The channels/*.toml and presets/*.toml below `root`, in name order."""
+def _read_dir(root: Path, problems: list[str]) -> list[ConfigFile]:
     files = []
     for kind in ("presets", "channels"):
         for path in sorted((root / kind).glob("*.toml")):
             try:
                 text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise ConfigError(f"{path}: cannot read: {reason}") from None
+            except OSError as exc:
+                problems.append(f"{path}: (file): expected a file it can read; "
+                                f"found {exc.strerror or exc}")
+                continue
+            except UnicodeDecodeError as exc:
+                problems.append(f"{path}: (file): expected UTF-8 text; found byte "
+                                f"0x{exc.object[exc.start:exc.start + 1].hex()} at offset "
+                                f"{exc.start}")
+                continue
             files.append(ConfigFile(kind, path.name, text, str(path)))
     return files
 
 
-def _read_toml(file: ConfigFile) -> dict[str, Any]:
+def read_files(root: Path) -> list[ConfigFile]:
+    """The channels/*.toml and presets/*.toml below `root`, in name order."""
+    problems: list[str] = []
+    files = _read_dir(root, problems)
+    _raise_if_any(problems)
+    return files
+
+
+_TOML_AT = re.compile(r"(.*) \(at (?:line (\d+), column (\d+)|end of document)\)", re.DOTALL)
+
+
+def _toml_problem(file: ConfigFile, exc: tomllib.TOMLDecodeError) -> str:
+    """`FILE: line L, column C: expected valid TOML; found ...` for a syntax error."""
+    match = _TOML_AT.fullmatch(str(exc))
+    if match is None:
+        return f"{file}: (file): expected valid TOML; found {exc}"
+    reason, line, column = match.groups()
+    text = file.text.splitlines()
+    if line is None:
+        where, found = f"line {max(len(text), 1)}", "the end of the file"
+        what = reason
+    else:
+        where = f"line {line}, column {column}"
+        source = text[int(line) - 1] if int(line) <= len(text) else ""
+        rest = source[int(column) - 1:].strip() if reason.startswith("Expected ") else ""
+        found = (repr(rest[:40]) if rest else "the end of the line"
+                 ) if reason.startswith("Expected ") else repr(source.strip()[:60])
+        what = reason
+    if what.startswith("Expected "):
+        return f"{file}: {where}: expected valid TOML ({what.removeprefix('Expected ')}); " \
+               f"found {found}"
+    return f"{file}: {where}: expected valid TOML; found {found} ({what[:1].lower()}{what[1:]})"
+
+
+def _read_toml(file: ConfigFile, problems: list[str]) -> dict[str, Any] | None:
     try:
         return tomllib.loads(file.text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        problems.append(_toml_problem(file, exc))
+        return None
 
 
-def _load_presets(files: list[ConfigFile], presets: dict[str, Preset],
-                  sources: dict[str, str]) -> None:
+@dataclass
+class _Presets:
+    """The presets that loaded, and what is known of the ones that did not."""
+
+    presets: dict[str, Preset]
+    broken: set[str]  # named in a file, refused: a channel naming one is not told it is unknown
+    complete: bool = True  # False when a presets file could not be read: names may be missing
+
+
+def _load_presets(files: list[ConfigFile], sources: dict[str, str],
+                  problems: list[str]) -> _Presets:
+    out = _Presets({}, set())
     for path in (f for f in files if f.kind == "presets"):
-        data = _read_toml(path)
+        data = _read_toml(path, problems)
+        if data is None:
+            out.complete = False
+            continue
         for name, table in data.items():
+            out.presets.pop(name, None)  # a broken override hides the layer below too
+            out.broken.add(name)
             if not isinstance(table, dict):
-                raise ConfigError(
-                    f"{path}: {name}: expected a table [{name}] describing a preset; "
-                    f"found {table!r}"
-                )
+                problems.append(f"{path}: {name}: expected a table [{name}] describing a "
+                                f"preset; found {table!r}")
+                continue
             kind = table.get("kind", "image")
-            if kind not in PRESET_KINDS:
-                raise ConfigError(
-                    f"{path}: {name}.kind: expected one of {sorted(PRESET_KINDS)}; found {kind!r}"
-                )
+            if not isinstance(kind, str) or kind not in PRESET_KINDS:
+                problems.append(f"{path}: {name}.kind: expected {_one_of(sorted(PRESET_KINDS))}; "
+                                f"found {kind!r}")
+                continue
+            model = PRESET_KINDS[kind]
             try:
-                presets[name] = PRESET_KINDS[kind].model_validate(table)
+                preset = model.model_validate(table)
             except ValidationError as exc:
-                raise ConfigError(
-                    f"{path}: " + "; ".join(_describe(exc, (name,), table))
-                ) from None
+                problems.extend(f"{path}: {line}"
+                                for line in _describe(exc, (name,), table, model))
+                continue
+            out.presets[name] = preset
+            out.broken.discard(name)
             sources[f"preset:{name}"] = str(path)
+    return out
 
 
-def _load_channels(files: list[ConfigFile], channels: dict[str, Channel],
-                   sources: dict[str, str]) -> None:
+def _load_channels(files: list[ConfigFile], sources: dict[str, str],
+                   problems: list[str]) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
     for path in (f for f in files if f.kind == "channels"):
-        data = _read_toml(path)
+        data = _read_toml(path, problems)
+        if data is None:
+            continue
+        stem = path.name.removesuffix(".toml")
         try:
             channel = Channel.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: " + "; ".join(_describe(exc, (), data))) from None
-        stem = path.name.removesuffix(".toml")
+            channels.pop(stem, None)  # a broken override hides the layer below too
+            problems.extend(f"{path}: {line}" for line in _describe(exc, (), data, Channel))
+            name = data.get("name")
+            if isinstance(name, str) and name != stem and not any(
+                line.startswith(f"{path}: name:") for line in problems
+            ):
+                problems.append(f"{path}: name: expected the file's name {stem!r}; "
+                                f"found {name!r}")
+            continue
         if channel.name != stem:
-            raise ConfigError(
-                f"{path}: name: expected the file's name {stem!r}; found {channel.name!r}"
-            )
-        channels[channel.name] = channel
-        sources[f"channel:{channel.name}"] = str(path)
+            problems.append(f"{path}: name: expected the file's name {stem!r}; "
+                            f"found {channel.name!r}")
+        channels[stem] = channel
+        sources[f"channel:{stem}"] = str(path)
+    return channels
 
 
-def _check_channel(channel: Channel, presets: dict[str, Preset], source: str) -> None:
+def _rule(output: Output, index: int, *keys: str) -> str:
+    """Where a rule an output must meet is set: its own rules, or the channel's."""
+    own = output.rules.model_fields_set if output.rules is not None else set()
+    return ", ".join(f"outputs[{index}].rules.{k}" if k in own else f"rules.{k}" for k in keys)
+
+
+def _check_channel(channel: Channel, known: _Presets, source: str) -> list[str]:
+    """Each output's preset against the channel's rules, as far as the recipe decides them."""
+    problems: list[str] = []
     for i, output in enumerate(channel.outputs):
-        where = f"{source}: outputs[{i}]"
-        preset = presets.get(output.preset)
+        where = f"{source}: outputs[{i}].preset"
+        name = output.preset
+        preset = known.presets.get(name)
         if preset is None:
-            raise ConfigError(
-                f"{where}.preset: expected the name of a preset; found {output.preset!r}, "
-                f"which no presets/*.toml defines"
-            )
+            if name not in known.broken and known.complete:  # else: already reported
+                hint = (_did_you_mean(name, set(known.presets) | known.broken)
+                        or ", which no presets/*.toml defines")
+                problems.append(f"{where}: expected the name of a preset; found {name!r}{hint}")
+            continue
+
+        def refuse(expected: str, has: str, *keys: str, i: int = i, output: Output = output,
+                   where: str = where, name: str = name) -> None:
+            problems.append(f"{where}: expected a preset {expected} (per "
+                            f"{_rule(output, i, *keys)}); found {name!r}, {has}")
+
         rules = channel.rules_for(output)
         if preset.kind == "video":
-            _check_video(preset, rules, f"{where}.preset", output.preset)
+            _check_video(preset, rules, refuse)
         if rules.formats is not None and preset.format not in rules.formats:
-            raise ConfigError(
-                f"{where}.preset: channel rules allow formats {rules.formats}; "
-                f"preset {output.preset!r} makes {preset.format!r}"
-            )
+            refuse(f"in format {_one_of(rules.formats)}", f"which makes {preset.format!r}",
+                   "formats")
         long_side = max(preset.resize.width or 0, preset.resize.height or 0)
         if preset.resize.fit in ("fill", "pad") and rules.min_long_side and (
             long_side < rules.min_long_side
         ):
-            raise ConfigError(
-                f"{where}.preset: channel rules need a long side of at least "
-                f"{rules.min_long_side}; preset {output.preset!r} makes {long_side}"
-            )
+            refuse(f"with a long side of at least {rules.min_long_side}",
+                   f"which makes {long_side}", "min_long_side")
         if rules.max_long_side and long_side > rules.max_long_side:
-            raise ConfigError(
-                f"{where}.preset: channel rules allow a long side of at most "
-                f"{rules.max_long_side}; preset {output.preset!r} makes {long_side}"
-            )
+            refuse(f"with a long side of at most {rules.max_long_side}",
+                   f"which makes {long_side}", "max_long_side")
         if preset.kind == "video":
             continue  # byte limits, background and fill are checked on the rendered video
         if rules.max_bytes and (preset.max_bytes is None or preset.max_bytes > rules.max_bytes):
-            raise ConfigError(
-                f"{where}.preset: channel rules allow at most {rules.max_bytes} bytes; preset "
-                f"{output.preset!r} needs max_bytes <= {rules.max_bytes} (found {preset.max_bytes})"
-            )
+            refuse(f"with max_bytes <= {rules.max_bytes}",
+                   "which has no max_bytes" if preset.max_bytes is None
+                   else f"which has max_bytes = {preset.max_bytes}", "max_bytes")
         if rules.background and preset.background != rules.background:
-            raise ConfigError(
-                f"{where}.preset: channel rules need background {rules.background}; preset "
-                f"{output.preset!r} has {preset.background}"
-            )
+            refuse(f"with background {rules.background!r}",
+                   f"which has {preset.background!r}", "background")
         r = preset.resize
         if r.fit in ("fill", "pad") and r.width and r.height and not (
             (rules.min_aspect or 0) * 0.99 <= r.width / r.height <= (rules.max_aspect or 1e9) * 1.01
         ):
-            raise ConfigError(
-                f"{where}.preset: channel rules allow aspect {rules.min_aspect}..{rules.max_aspect}"
-                f"; preset {output.preset!r} makes {r.width}x{r.height}"
-            )
+            lo, hi = rules.min_aspect, rules.max_aspect
+            span = (f"from {_num(lo)} to {_num(hi)}" if lo and hi
+                    else f"of at least {_num(lo)}" if lo else f"of at most {_num(hi)}")
+            keys = [k for k, v in (("min_aspect", lo), ("max_aspect", hi)) if v]
+            refuse(f"with an aspect (width / height) {span}",
+                   f"which makes {r.width}x{r.height} ({r.width / r.height:.3g})", *keys)
         if rules.min_fill and (preset.resize.fill_ratio or 0) < rules.min_fill:
-            raise ConfigError(
-                f"{where}.preset: channel rules need the product to fill at least "
-                f"{rules.min_fill}; preset {output.preset!r} has fill_ratio "
-                f"{preset.resize.fill_ratio}"
-            )
+            refuse(f"with fill_ratio >= {_num(rules.min_fill)}",
+                   "which has no fill_ratio" if preset.resize.fill_ratio is None
+                   else f"which has fill_ratio = {_num(preset.resize.fill_ratio)}", "min_fill")
+    return problems
 
 
-def _check_video(preset: VideoPreset, rules: Rules, where: str, name: str) -> None:
+def _check_video(preset: VideoPreset, rules: Rules, refuse: Any) -> None:
     """A video preset against the rules it must meet, as far as the recipe decides them."""
     codec = preset.effective_codec
     if rules.codecs is not None and codec is not None and codec not in rules.codecs:
-        raise ConfigError(f"{where}: channel rules allow codecs {rules.codecs}; "
-                          f"preset {name!r} makes {codec!r}")
+        refuse(f"with codec {_one_of(rules.codecs)}", f"which makes {codec!r}", "codecs")
     if rules.max_fps is not None and (preset.fps_max is None or preset.fps_max > rules.max_fps):
-        raise ConfigError(f"{where}: channel rules allow at most {rules.max_fps} fps; preset "
-                          f"{name!r} needs fps_max <= {rules.max_fps} (found {preset.fps_max})")
+        refuse(f"with fps_max <= {_num(rules.max_fps)}",
+               "which has no fps_max" if preset.fps_max is None
+               else f"which has fps_max = {_num(preset.fps_max)}", "max_fps")
     if rules.max_duration_s is not None and (
         preset.max_duration_s is None or preset.max_duration_s > rules.max_duration_s
     ):
-        raise ConfigError(
-            f"{where}: channel rules allow at most {rules.max_duration_s} s; preset {name!r} "
-            f"needs max_duration_s <= {rules.max_duration_s} (found {preset.max_duration_s})"
-        )
+        refuse(f"with max_duration_s <= {_num(rules.max_duration_s)}",
+               "which has no max_duration_s" if preset.max_duration_s is None
+               else f"which has max_duration_s = {_num(preset.max_duration_s)}",
+               "max_duration_s")
     if rules.max_bitrate_kbps is not None:
-        for _, rung in preset.rungs():
+        for rung_name, rung in preset.rungs():
             cap = rung.maxrate_kbps or rung.bitrate_kbps
             if cap is None or cap > rules.max_bitrate_kbps:
-                raise ConfigError(
-                    f"{where}: channel rules allow at most {rules.max_bitrate_kbps} kbps; "
-                    f"preset {name!r} needs maxrate_kbps (or bitrate_kbps) <= "
-                    f"{rules.max_bitrate_kbps} (found {cap})"
-                )
+                whose = "which has" if rung_name is None else f"whose rung {rung_name!r} has"
+                has = (f"{whose} maxrate_kbps = {rung.maxrate_kbps}" if rung.maxrate_kbps
+                       else f"{whose} bitrate_kbps = {rung.bitrate_kbps}" if rung.bitrate_kbps
+                       else f"{whose} neither")
+                refuse(f"with maxrate_kbps (or bitrate_kbps) <= {rules.max_bitrate_kbps}",
+                       has, "max_bitrate_kbps")
 
 
 def load_config(config_dir: Path | str | None = None) -> Config:
     """Built-in channels and presets, then a user's config_dir on top (same name overrides)."""
-    files = read_files(builtin_dir())
+    problems: list[str] = []
+    files = _read_dir(builtin_dir(), problems)
     if config_dir is not None:
         extra = Path(config_dir)
         if not extra.is_dir():
-            raise ConfigError(f"{extra}: config dir does not exist or is not a folder")
-        files += read_files(extra)
-    return load_files(files)
+            what = "which is not a folder" if extra.exists() else "which does not exist"
+            raise ConfigProblems(["--config-dir: expected a folder of channels/ and presets/; "
+                                  + f"found {str(extra)!r}, {what}"])
+        files += _read_dir(extra, problems)
+    return load_files(files, problems)
 
 
-def load_files(files: list[ConfigFile]) -> Config:
-    """A configuration from its files, in layer order (a later file's names override)."""
-    presets: dict[str, Preset] = {}
-    channels: dict[str, Channel] = {}
+def load_files(files: list[ConfigFile], problems: list[str] | None = None) -> Config:
+    """A configuration from its files, in layer order (a later file's names override); every
+    problem found (`problems`: ones found before, such as files that could not be read) is
+    reported at once, in one ConfigError."""
+    problems = list(problems or [])
     sources: dict[str, str] = {}
-    _load_presets(files, presets, sources)
-    _load_channels(files, channels, sources)
+    known = _load_presets(files, sources, problems)
+    channels = _load_channels(files, sources, problems)
     for name, channel in channels.items():
-        _check_channel(channel, presets, sources[f"channel:{name}"])
-    return Config(channels=channels, presets=presets, sources=sources, files=tuple(files))
+        problems += _check_channel(channel, known, sources[f"channel:{name}"])
+    _raise_if_any(problems)
+    return Config(channels=channels, presets=known.presets, sources=sources, files=tuple(files))

@@ -49,6 +49,17 @@ def parse_colour(value: str) -> tuple[int, int, int]:
     return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
 
 
+def _one_of(values: list | tuple) -> str:
+    """'a', 'b' or 'c' (for messages)."""
+    shown = [repr(v) for v in values]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+# The checks below raise ValueError with one line per problem, each "expected X; found Y" about
+# the table checked, or "KEY: expected X; found Y" about one of its keys (KEY relative to the
+# table, e.g. "ladder[1].name"); the loader puts the file and the key path from the top in front.
+
+
 def _check_colour(value: str) -> str:
     if not HEX_COLOUR.match(value):
         raise ValueError("expected a colour like '#ffffff'")  # the loader adds what it found
@@ -70,14 +81,22 @@ class Resize(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Resize:
-        if self.width is None and self.height is None:
-            raise ValueError("expected at least one of width or height")
-        if self.fit in ("fill", "pad") and (self.width is None or self.height is None):
-            raise ValueError(f"fit = {self.fit!r} needs both width and height")
+        problems = []
+        sizes = [f"{k} = {v}" for k, v in (("width", self.width), ("height", self.height))
+                 if v is not None]
+        if not sizes:
+            problems.append("expected width, height or both; found neither")
+        elif self.fit in ("fill", "pad") and len(sizes) < 2:
+            problems.append(f"expected width and height for fit = {self.fit!r}; "
+                            f"found {sizes[0]} only")
         if self.fill_ratio is not None and self.fit != "pad":
-            raise ValueError(f"fill_ratio only applies to fit = 'pad', found fit = {self.fit!r}")
+            problems.append(f"fill_ratio: expected no fill_ratio unless fit = 'pad'; "
+                            f"found {self.fill_ratio:g} with fit = {self.fit!r}")
         if self.gravity != "centre" and self.fit != "fill":
-            raise ValueError(f"gravity only applies to fit = 'fill', found fit = {self.fit!r}")
+            problems.append(f"gravity: expected 'centre' unless fit = 'fill'; "
+                            f"found {self.gravity!r} with fit = {self.fit!r}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -109,17 +128,21 @@ class ImagePreset(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ImagePreset:
+        problems = []
         if self.max_bytes is not None and self.format == "png":
-            raise ValueError("max_bytes needs a lossy format (jpeg, webp, avif), found 'png'")
-        if self.max_bytes is not None and self.min_quality > self.effective_quality:
-            raise ValueError(
-                f"min_quality {self.min_quality} is above quality {self.effective_quality}"
-            )
+            problems.append("max_bytes: expected a lossy format (jpeg, webp or avif) for a byte "
+                            "budget; found format = 'png'")
+        elif self.max_bytes is not None and self.min_quality > self.effective_quality:
+            default = "" if self.quality is not None else f" ({self.format}'s default)"
+            problems.append(f"min_quality: expected at most quality = {self.effective_quality}"
+                            f"{default}; found {self.min_quality}")
         limits = {"webp": 6, "avif": 9, "png": 9, "jpeg": 0}
         if self.effort is not None and self.effort > limits[self.format]:
-            raise ValueError(
-                f"effort for {self.format} is 0..{limits[self.format]}, found {self.effort}"
-            )
+            span = f"0..{limits[self.format]}" if limits[self.format] else "0"
+            problems.append(f"effort: expected {span} for format = {self.format!r}; "
+                            f"found {self.effort}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -240,45 +263,75 @@ class VideoPreset(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> VideoPreset:
-        fmt = self.format
+        fmt, problems = self.format, []
         if self.codec is not None and self.codec not in VIDEO_CODECS_FOR[fmt]:
-            allowed = list(VIDEO_CODECS_FOR[fmt]) or "none (an animated image has no codec)"
-            raise ValueError(f"codec {self.codec!r} does not go in {fmt}; allowed: {allowed}")
+            allowed = (f"{_one_of(VIDEO_CODECS_FOR[fmt])} for format = {fmt!r}"
+                       if VIDEO_CODECS_FOR[fmt]
+                       else f"no codec for format = {fmt!r} (an animated image has none)")
+            problems.append(f"codec: expected {allowed}; found {self.codec!r}")
         if self.audio is not None and self.audio not in AUDIO_FOR[fmt]:
-            raise ValueError(f"audio {self.audio!r} does not go in {fmt}; "
-                             f"allowed: {list(AUDIO_FOR[fmt])}")
+            problems.append(f"audio: expected {_one_of(AUDIO_FOR[fmt])} for format = {fmt!r}; "
+                            f"found {self.audio!r}")
         if self.resize.gravity == "attention":
-            raise ValueError("gravity 'attention' is for images; a video crop takes a fixed "
-                             "gravity (centre, north, ...)")
-        for w, h in ([(self.resize.width, self.resize.height)]
-                     + [(r.width, r.height) for r in self.ladder or []]):
-            if any(v is not None and v % 2 for v in (w, h)):
-                raise ValueError(f"video frame sizes must be even (4:2:0), found {w}x{h}")
+            problems.append("resize.gravity: expected a fixed gravity (centre, north, ...) for a "
+                            "video; found 'attention'")
+        for where, w, h in ([("resize", self.resize.width, self.resize.height)]
+                            + [(f"ladder[{i}]", r.width, r.height)
+                               for i, r in enumerate(self.ladder or [])]):
+            odd = [f"{k} = {v}" for k, v in (("width", w), ("height", h))
+                   if v is not None and v % 2]
+            if odd:
+                problems.append(f"{where}: expected an even width and height (4:2:0 video); "
+                                f"found {' and '.join(odd)}")
         if self.start_s and self.effective_audio != "none":
-            raise ValueError("start_s (a clip from inside the video) needs audio = 'none'")
+            problems.append(f"start_s: expected 0 unless audio = 'none' (a clip from inside a "
+                            f"video has no audio); found {self.start_s:g} with audio = "
+                            f"{self.effective_audio!r}")
         if self.crf is not None and self.bitrate_kbps is not None:
-            raise ValueError("set crf (constant quality) or bitrate_kbps (average), not both")
+            problems.append(f"expected crf (constant quality) or bitrate_kbps (average), not "
+                            f"both; found crf = {self.crf} and bitrate_kbps = {self.bitrate_kbps}")
         if self.bufsize_kbps is not None and self.maxrate_kbps is None:
-            raise ValueError("bufsize_kbps needs maxrate_kbps")
+            problems.append(f"expected maxrate_kbps with bufsize_kbps; "
+                            f"found bufsize_kbps = {self.bufsize_kbps} only")
         if self.animated:
             if self.fps_max is None or self.max_duration_s is None:
-                raise ValueError(f"an animated {fmt} needs fps_max and max_duration_s")
-            if self.fps_max * self.max_duration_s > MAX_ANIMATION_FRAMES:
-                raise ValueError(f"an animated {fmt} may hold at most {MAX_ANIMATION_FRAMES} "
-                                 "frames (fps_max x max_duration_s)")
-            if any(v is not None for v in (self.crf, self.bitrate_kbps, self.maxrate_kbps,
-                                           self.ladder)):
-                raise ValueError(f"an animated {fmt} takes no crf, bitrate or ladder")
-        if self.ladder is not None:
-            if self.bitrate_kbps is not None or self.crf is not None:
-                raise ValueError("a ladder sets bitrate_kbps per rung; not on the preset too")
-            names = [r.name for r in self.ladder]
-            if len(set(names)) != len(names):
-                raise ValueError(f"ladder rung names must be unique, found {names}")
-            if self.resize.fit in ("fill", "pad") and any(
-                r.width is None or r.height is None for r in self.ladder
-            ):
-                raise ValueError(f"fit = {self.resize.fit!r} needs width and height on every rung")
+                found = ("neither" if self.fps_max is None and self.max_duration_s is None
+                         else f"fps_max = {self.fps_max:g} only" if self.fps_max is not None
+                         else f"max_duration_s = {self.max_duration_s:g} only")
+                problems.append(f"expected fps_max and max_duration_s for an animated {fmt}; "
+                                f"found {found}")
+            elif self.fps_max * self.max_duration_s > MAX_ANIMATION_FRAMES:
+                problems.append(
+                    f"expected at most {MAX_ANIMATION_FRAMES} frames (fps_max x max_duration_s) "
+                    f"in an animated {fmt}; found {self.fps_max:g} x {self.max_duration_s:g} = "
+                    f"{self.fps_max * self.max_duration_s:g}")
+            for key in ("crf", "bitrate_kbps", "maxrate_kbps", "ladder"):
+                value = getattr(self, key)
+                if value is not None:
+                    shown = f"{len(value)} rung(s)" if key == "ladder" else value
+                    problems.append(f"{key}: expected no {key} in an animated {fmt}; "
+                                    f"found {shown}")
+        elif self.ladder is not None:
+            for key, why in (("crf", "its rungs set bitrate_kbps"),
+                             ("bitrate_kbps", "each rung sets its own")):
+                if getattr(self, key) is not None:
+                    problems.append(f"{key}: expected no {key} beside a ladder ({why}); "
+                                    f"found {getattr(self, key)}")
+            first: dict[str, int] = {}
+            for i, rung in enumerate(self.ladder):
+                if rung.name in first:
+                    problems.append(f"ladder[{i}].name: expected a name no other rung has; "
+                                    f"found {rung.name!r}, which ladder[{first[rung.name]}] "
+                                    "has too")
+                first.setdefault(rung.name, i)
+                sizes = [f"{k} = {v}" for k, v in (("width", rung.width), ("height", rung.height))
+                         if v is not None]
+                if self.resize.fit in ("fill", "pad") and len(sizes) < 2:
+                    problems.append(f"ladder[{i}]: expected width and height for fit = "
+                                    f"{self.resize.fit!r}; found "
+                                    f"{sizes[0] + ' only' if sizes else 'neither'}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def rungs(self) -> list[tuple[str | None, VideoPreset]]:
@@ -328,7 +381,8 @@ class When(Strict):
         if isinstance(value, str):
             lo, hi = (int(p) for p in value.split("-"))
             if lo > hi:
-                raise ValueError(f"range {value!r} is empty")
+                raise ValueError(f"expected a range from low to high, like '1-8'; "
+                                 f"found {value!r}")
         return value
 
     def matches(self, role: str, position: int) -> bool:
@@ -352,26 +406,31 @@ def check_path_pattern(pattern: str) -> str:
     try:
         parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
-        raise ValueError(f"bad naming pattern {pattern!r}: {exc}") from None
+        reason = str(exc)[:1].lower() + str(exc)[1:]
+        raise ValueError(f"expected a naming pattern like {DEFAULT_PATH!r}; "
+                         f"found {pattern!r} ({reason})") from None
     for literal, field, spec, conversion in parsed:
         if field is None:
             continue
+        shown = "{" + field + (f"!{conversion}" if conversion else "") + (
+            f":{spec}" if spec else "") + "}"
         if field not in PATH_FIELDS:
-            raise ValueError(
-                f"unknown field {{{field}}} in naming pattern {pattern!r}; "
-                f"expected one of {sorted(PATH_FIELDS)}"
-            )
+            fields = ", ".join("{" + f + "}" for f in sorted(PATH_FIELDS))
+            raise ValueError(f"expected only the fields {fields}; found {shown} in {pattern!r}")
         if conversion:
-            raise ValueError(f"conversions like !{conversion} are not allowed in {pattern!r}")
+            raise ValueError(f"expected fields without a conversion (like !r); "
+                             f"found {shown} in {pattern!r}")
         if spec and field != "position":
-            raise ValueError(f"a format spec is only allowed on {{position}}, in {pattern!r}")
+            raise ValueError(f"expected a format spec on {{position}} only; "
+                             f"found {shown} in {pattern!r}")
         if spec and not re.fullmatch(r"0?\d{1,2}d?", spec):
-            raise ValueError(f"bad position format {spec!r} in {pattern!r}; use e.g. '02'")
+            raise ValueError(f"expected a position format like {{position:02}}; "
+                             f"found {shown} in {pattern!r}")
         del literal
     if pattern.startswith("/") or ".." in pattern.split("/"):
-        raise ValueError(f"naming pattern {pattern!r} must stay inside the output folder")
+        raise ValueError(f"expected a path inside the output folder; found {pattern!r}")
     if not pattern.endswith(".{ext}"):  # so a file's name always says its format
-        raise ValueError("expected a naming pattern ending in '.{ext}'")
+        raise ValueError(f"expected a naming pattern ending in '.{{ext}}'; found {pattern!r}")
     return pattern
 
 
@@ -430,11 +489,15 @@ class Channel(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> Channel:
-        seen: set[str] = set()
-        for output in self.outputs:
-            if output.name in seen:
-                raise ValueError(f"output name {output.name!r} appears twice")
-            seen.add(output.name)
+        problems, first = [], {}
+        for i, output in enumerate(self.outputs):
+            if output.name in first:
+                problems.append(f"outputs[{i}].name: expected a name no other output has; "
+                                f"found {output.name!r}, which outputs[{first[output.name]}] "
+                                "has too")
+            first.setdefault(output.name, i)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
