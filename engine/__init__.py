@@ -21,8 +21,19 @@ from __future__ import annotations
 # The API is bound here after its modules load, so `engine.plan` and `engine.check` are the
 # functions (their modules stay importable as `from engine.plan import ...`).
 from .api import (
-    ChannelSummary, CheckResult, RunDiff, RunResult, amazon_export, check, diff, export_manifest,
-    feed, plan, recover, render, report,
+    ChannelSummary,
+    CheckResult,
+    RunDiff,
+    RunResult,
+    amazon_export,
+    check,
+    diff,
+    export_manifest,
+    feed,
+    plan,
+    recover,
+    render,
+    report,
 )
 from .errors import ConfigError, FanoutError, RemovalRefused
 from .plan import Derivative, MasterPlan, Plan

@@ -39,13 +39,6 @@ def _read_parquet(source: bytes | Path, columns: list[str] | None = None) -> pa.
     return pq.read_table(data, columns=columns, use_threads=False)
 
 
-def read(out: Path | str) -> pa.Table:
-    data = Store(out).read(MANIFEST_NAME)
-    if data is None:
-        raise FileNotFoundError(f"{out}: no {MANIFEST_NAME}")
-    return _read_parquet(data)
-
-
 class CorruptManifest(ConfigError):
     """OUT/manifest.parquet cannot be read; `fanout recover OUT` rebuilds it from the history."""
 

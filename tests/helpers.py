@@ -6,9 +6,15 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyvips
 
-from engine.manifest import read
+
+def read(out: Path | str) -> pa.Table:
+    """OUT's manifest as a user reads it: the Parquet file, with pyarrow, not through fanout."""
+    return pq.read_table(Path(out) / "manifest.parquet")
+
 
 LOADERS = {"jpeg": "jpegload", "webp": "webpload", "avif": "heifload", "png": "pngload"}
 

@@ -9,11 +9,11 @@ import problem_images as P
 import pytest
 import pyvips
 from click.testing import CliRunner
+from helpers import read
 
 from engine import api
 from engine.cli import main
 from engine.demo import _to_image, product_shot
-from engine.manifest import read
 
 
 @pytest.fixture()

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import problem_images as P
 import pytest
-from helpers import assert_consistent
+from helpers import assert_consistent, read
 
 from engine import api
-from engine.manifest import read
 
 pytestmark = pytest.mark.slow  # a loopback dask cluster and a moto S3 server
 

@@ -1,10 +1,9 @@
 """`fanout demo`: the README's first command, checked the way a user would check it."""
 
 from click.testing import CliRunner
-from helpers import load, mean_colour
+from helpers import load, mean_colour, read
 
 from engine.cli import main
-from engine.manifest import read
 from engine.publish.feeds import url_problem
 
 

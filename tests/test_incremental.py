@@ -13,12 +13,11 @@ from pathlib import Path
 import problem_images as P
 import pytest
 from click.testing import CliRunner
-from helpers import assert_consistent
+from helpers import assert_consistent, read
 
 from engine import api
 from engine.cli import main
 from engine.errors import ConfigError
-from engine.manifest import read
 
 CHANNELS = ["email", "instagram"]
 

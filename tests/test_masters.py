@@ -14,14 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from helpers import load
+from helpers import load, read
 from problem_images import scene
 
 from engine import api, job, masters
 from engine.catalog import load_catalog
 from engine.cli import main
 from engine.errors import ConfigError, MasterError
-from engine.manifest import read
 from engine.masters import check_master, hash_master, read_master, too_big, url_problem
 
 FANOUT = Path(sys.executable).with_name("fanout")

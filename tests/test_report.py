@@ -7,9 +7,9 @@ from pathlib import Path
 
 import problem_images as P
 import pytest
+from helpers import read
 
 from engine import api
-from engine.manifest import read
 
 pytestmark = pytest.mark.slow  # a real browser
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import problem_images as P
 import pytest
 import pyvips
-from helpers import LOADERS, load, mean_colour
+from helpers import LOADERS, load, mean_colour, read
 
 from engine import api
-from engine.manifest import read
 
 
 def write_wild(folder: Path) -> None:
