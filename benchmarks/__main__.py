@@ -269,8 +269,22 @@ def write_results(report: dict) -> None:
         lines.append(v)
     lines += ["", "## Ratios", "", "```json", json.dumps(r, indent=2), "```", "",
               "![chart](chart.png)", ""]
-    (RESULTS / "RESULTS.md").write_text("\n".join(lines))
+    write_results("\n".join(lines))
     chart(report)
+
+
+# RESULTS.md is the one results page: this run's section between these markers is rewritten by
+# each full run; what follows (the single-purpose benchmarks' notes) is kept.
+RUN_START = "<!-- python -m benchmarks: start -->"
+RUN_END = "<!-- python -m benchmarks: end -->"
+
+
+def write_results(section: str) -> None:
+    target = RESULTS / "RESULTS.md"
+    rest = ""
+    if target.exists() and RUN_END in (text := target.read_text()):
+        rest = text.split(RUN_END, 1)[1]
+    target.write_text(f"{RUN_START}\n{section}\n{RUN_END}{rest}")
 
 
 def chart(report: dict) -> None:
