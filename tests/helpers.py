@@ -72,3 +72,12 @@ def channel_toml(name: str, outputs: dict[str, str]) -> str:
     """A channel file: one output per (output name, preset) pair, default naming."""
     blocks = [f'[[outputs]]\nname = "{o}"\npreset = "{p}"' for o, p in outputs.items()]
     return "\n".join([f'name = "{name}"', *blocks]) + "\n"
+
+
+def write_config(root: Path, kind: str, name: str, text: str) -> Path:
+    """root/<kind>/<name>.toml with `text` (kind: channels or presets); returns its path."""
+    folder = root / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path

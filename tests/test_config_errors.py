@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from helpers import write_config as write
 
 from engine.errors import ConfigError, ConfigProblems
 from engine.spec import load_config
@@ -288,12 +289,6 @@ ROWS = [
 ]
 
 
-def write(root: Path, kind: str, name: str, text: str) -> Path:
-    folder = root / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 def error_of(root: Path | str | None) -> ConfigError:

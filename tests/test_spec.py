@@ -1,17 +1,9 @@
-from pathlib import Path
 
 import pytest
+from helpers import write_config as write
 
 from engine.errors import ConfigError
 from engine.spec import load_config
-
-
-def write(root: Path, kind: str, name: str, text: str) -> Path:
-    folder = root / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 def test_builtin_channels_load_with_their_outputs():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import write_config as write
 
 from engine.errors import ConfigError
 from engine.spec import load_config
@@ -13,12 +14,6 @@ from engine.spec import load_config
 SQUARE = 'resize = { width = 100, height = 100, fit = "fill" }\n'
 
 
-def write(root: Path, kind: str, name: str, text: str) -> Path:
-    folder = root / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 def error_of(root: Path) -> str:

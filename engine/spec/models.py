@@ -184,6 +184,17 @@ ANIMATED_FORMATS = frozenset({"gif", "webp"})
 MAX_ANIMATION_FRAMES = 300
 
 
+def _twice(key: str, what: str, names: list[str]) -> list[str]:
+    """`key[i].name` problems for names an earlier item of the list already has."""
+    problems, first = [], {}
+    for i, name in enumerate(names):
+        if name in first:
+            problems.append(f"{key}[{i}].name: expected a name no other {what} has; "
+                            f"found {name!r}, which {key}[{first[name]}] has too")
+        first.setdefault(name, i)
+    return problems
+
+
 class Rung(Strict):
     """One rung of a bitrate ladder: its own frame box and bitrate; the rest is the preset's."""
 
@@ -317,13 +328,8 @@ class VideoPreset(Strict):
                 if getattr(self, key) is not None:
                     problems.append(f"{key}: expected no {key} beside a ladder ({why}); "
                                     f"found {getattr(self, key)}")
-            first: dict[str, int] = {}
+            problems += _twice("ladder", "rung", [r.name for r in self.ladder])
             for i, rung in enumerate(self.ladder):
-                if rung.name in first:
-                    problems.append(f"ladder[{i}].name: expected a name no other rung has; "
-                                    f"found {rung.name!r}, which ladder[{first[rung.name]}] "
-                                    "has too")
-                first.setdefault(rung.name, i)
                 sizes = [f"{k} = {v}" for k, v in (("width", rung.width), ("height", rung.height))
                          if v is not None]
                 if self.resize.fit in ("fill", "pad") and len(sizes) < 2:
@@ -489,13 +495,7 @@ class Channel(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> Channel:
-        problems, first = [], {}
-        for i, output in enumerate(self.outputs):
-            if output.name in first:
-                problems.append(f"outputs[{i}].name: expected a name no other output has; "
-                                f"found {output.name!r}, which outputs[{first[output.name]}] "
-                                "has too")
-            first.setdefault(output.name, i)
+        problems = _twice("outputs", "output", [o.name for o in self.outputs])
         if problems:
             raise ValueError("\n".join(problems))
         return self
