@@ -11,21 +11,21 @@ from dataclasses import dataclass
 
 import pyvips
 
+from .. import formats
 from ..errors import MasterError
 from ..geometry import jpeg_shrink
 from ..limits import DEFAULT_MAX_PIXELS
 from . import ops
 
-# Loaders fanout accepts. Everything else (SVG, PDF, matrix, FITS, raw...) is refused, on top of
-# libvips' own block on loaders not meant for untrusted data (set in configure()).
-ALLOWED_LOADERS: dict[str, str] = {
-    "jpegload_buffer": "jpeg",
-    "pngload_buffer": "png",
-    "webpload_buffer": "webp",
-    "gifload_buffer": "gif",
-    "heifload_buffer": "heif",
-    "tiffload_buffer": "tiff",
-}
+
+def master_format(loader: str) -> formats.Format | None:
+    """The master format a libvips loader reads, or None when fanout refuses it: only the
+    loaders of formats.py's master formats are accepted. Everything else (SVG, PDF, matrix,
+    FITS, raw...) is refused, on top of libvips' own block on loaders not meant for untrusted
+    data (set in configure())."""
+    fmt = formats.by_loader(loader)
+    return fmt if fmt is not None and fmt.master and fmt.kind == "image" else None
+
 
 _configured = False
 
@@ -46,11 +46,11 @@ class Decoded:
     """A master in memory: upright, 8-bit sRGB (alpha kept), at `scale` of its oriented size."""
 
     image: pyvips.Image
-    source_format: str
+    source_format: str  # read by nothing: goes when image/render.py's from_image stops setting it
     width: int  # oriented size of the master itself (before shrink-on-load)
     height: int
     scale: float
-    pages: int
+    pages: int  # read by nothing but a test: goes with source_format
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     except pyvips.Error as exc:
         raise MasterError(f"not a supported image: {vips_message(exc)}") from None
     loader = image.get("vips-loader")
-    if loader not in ALLOWED_LOADERS:
+    if master_format(loader) is None:
         raise MasterError(
             f"image format not supported ({loader.removesuffix('_buffer').removesuffix('load')})"
         )
@@ -110,9 +110,10 @@ def decode(data: bytes, header: Header, scale: float) -> Decoded:
             image = ops.autorotate(image).copy_memory()
     except pyvips.Error as exc:
         raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
+    fmt = master_format(header.loader)
     return Decoded(
         image=image,
-        source_format=ALLOWED_LOADERS[header.loader],
+        source_format=fmt.name if fmt is not None else header.loader,
         width=header.width,
         height=header.height,
         scale=image.width / header.width,

@@ -6,27 +6,39 @@ from collections.abc import Callable
 
 import pyvips
 
+from .. import formats
 from ..errors import MasterError
 from ..spec.models import ImagePreset
 
 
+# libvips options per output format (the saver itself is named in formats.py), for an encode at
+# quality q; metadata is never kept.
+def _jpeg(p: ImagePreset, q: int) -> dict[str, object]:
+    return {"Q": q, "optimize_coding": True, "interlace": p.progressive, "keep": "none"}
+
+
+def _webp(p: ImagePreset, q: int) -> dict[str, object]:
+    return {"Q": q, "effort": p.effective_effort, "keep": "none"}
+
+
+def _avif(p: ImagePreset, q: int) -> dict[str, object]:
+    return {"Q": q, "compression": "av1", "effort": p.effective_effort, "bitdepth": 8,
+            "keep": "none"}
+
+
+def _png(p: ImagePreset, q: int) -> dict[str, object]:
+    return {"compression": p.effective_effort, "keep": "none"}
+
+
+SAVE_OPTIONS: dict[str, Callable[[ImagePreset, int], dict[str, object]]] = {
+    "jpeg": _jpeg, "webp": _webp, "avif": _avif, "png": _png,
+}
+
+
 def _saver(preset: ImagePreset) -> Callable[[pyvips.Image, int], bytes]:
-    effort = preset.effective_effort
-    if preset.format == "jpeg":
-        return lambda img, q: img.jpegsave_buffer(
-            Q=q, optimize_coding=True, interlace=preset.progressive, keep="none"
-        )
-    if preset.format == "webp":
-        return lambda img, q: img.webpsave_buffer(Q=q, effort=effort, keep="none")
-    if preset.format == "avif":
-        return lambda img, q: img.heifsave_buffer(
-            Q=q, compression="av1", effort=effort, bitdepth=8, keep="none"
-        )
-    return lambda img, q: img.pngsave_buffer(compression=effort, keep="none")
-
-
-# The largest side each format can hold (libwebp 16383, libheif's default limit for AVIF).
-MAX_SIDE = {"jpeg": 65500, "webp": 16383, "avif": 16384, "png": 1 << 31}
+    operation = f"{formats.output(preset.format).saver}_buffer"
+    options = SAVE_OPTIONS[preset.format]
+    return lambda img, q: getattr(img, operation)(**options(preset, q))
 
 
 def encode(image: pyvips.Image, preset: ImagePreset) -> tuple[bytes, int]:
@@ -36,15 +48,16 @@ def encode(image: pyvips.Image, preset: ImagePreset) -> tuple[bytes, int]:
     one encode of an in-memory image, so about log2(quality - min_quality) extra encodes, and
     only when the first encode is over budget).
     """
-    limit = MAX_SIDE[preset.format]
-    if max(image.width, image.height) > limit:
+    fmt = formats.output(preset.format)
+    if max(image.width, image.height) > (fmt.max_side or 0):
         raise MasterError(
-            f"the output would be {image.width}x{image.height}, beyond what {preset.format} "
-            f"can hold ({limit} pixels a side); the master's aspect is too extreme for this preset"
+            f"the output would be {image.width}x{image.height}, beyond what {fmt.name} "
+            f"can hold ({fmt.max_side} pixels a side); the master's aspect is too extreme for "
+            "this preset"
         )
     save = _saver(preset)
-    if preset.format == "jpeg" and image.hasalpha():
-        raise MasterError("internal: JPEG output still has alpha")  # render flattens first
+    if not fmt.alpha and image.hasalpha():  # render flattens first
+        raise MasterError(f"internal: {fmt.name} output still has alpha")
     quality = preset.effective_quality
     data = save(image, quality)
     if preset.max_bytes is None or len(data) <= preset.max_bytes:

@@ -9,6 +9,7 @@ GOP and speed recipe, so a benchmark can hand the same options to the ffmpeg com
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import av
 import numpy as np
 import pyvips
 
+from .. import formats
 from ..spec.models import VideoPreset
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
@@ -26,18 +28,22 @@ os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration 
 # Errors still raise, with FFmpeg's error string.
 av.logging.set_level(None)
 
-ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
-AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
 # Part of every video recipe's identity: the FFmpeg build decides output bytes.
 VIDEO_ENGINE_ID = (
     f"fanout-video-1/avcodec-{'.'.join(map(str, av.library_versions['libavcodec']))}"
 )
 
 
+def encoder_codec(p: VideoPreset) -> str:
+    """The video codec of a container output (an animated one has none)."""
+    codec = p.effective_codec
+    assert codec is not None, f"{p.format} is animated: libvips saves it, no encoder"
+    return codec
+
+
 def encoder_settings(p: VideoPreset, rate: Fraction) -> tuple[str, dict[str, str]]:
     """(FFmpeg encoder, its options) for a preset: rate control, GOP, speed."""
-    codec = p.effective_codec
-    assert codec is not None
+    codec = encoder_codec(p)
     opts = {"g": str(max(1, round(p.keyframe_s * float(rate))))}
     if p.bitrate_kbps is not None:
         opts["b"] = f"{p.bitrate_kbps}k"
@@ -59,19 +65,20 @@ def encoder_settings(p: VideoPreset, rate: Fraction) -> tuple[str, dict[str, str
         opts["preset"] = speed or "8"
         if crf is not None:
             opts["crf"] = str(crf)
-    return ENCODERS[codec], opts
+    return formats.CODECS[codec].encoder, opts
 
 
 def muxer_options(fmt: str) -> dict[str, str]:
-    """Container options: an MP4 gets its index at the front, so playback starts at once."""
-    return {"mp4": {"movflags": "+faststart"}}.get(fmt, {})
+    """Container options (formats.py: an MP4 gets its index at the front)."""
+    return dict(formats.output(fmt).muxer_options)
 
 
 def open_video_output(
     path: Path, p: VideoPreset, rate: Fraction, canvas: tuple[int, int], tb: Fraction
 ) -> tuple[av.container.OutputContainer, av.VideoStream]:
     """The output file and its video encoder: yuv420p, BT.709 limited range, frame threads."""
-    container = av.open(str(path), "w", format=p.format, container_options=muxer_options(p.format))
+    container = av.open(str(path), "w", format=formats.output(p.format).muxer,
+                        container_options=muxer_options(p.format))
     encoder, opts = encoder_settings(p, rate)
     stream = container.add_stream(encoder, rate=rate)
     ctx = stream.codec_context
@@ -80,8 +87,9 @@ def open_video_output(
     ctx.time_base = tb
     ctx.thread_type = "AUTO"
     ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 1, 1, 1, 1  # BT.709
-    if p.effective_codec == "hevc":
-        ctx.codec_tag = "hvc1"  # what Apple players look for in MP4
+    codec = formats.CODECS[encoder_codec(p)]
+    if codec.tag is not None:
+        ctx.codec_tag = codec.tag
     stream.options = opts
     return container, stream
 
@@ -89,10 +97,17 @@ def open_video_output(
 def add_audio_stream(container: av.container.OutputContainer, codec: str, kbps: int,
                      rate: int, layout: str) -> av.AudioStream:
     """An opened audio encoder in `container` (AAC or Opus at `kbps`)."""
-    stream = container.add_stream(AUDIO_ENCODERS[codec], rate=rate, layout=layout)
+    stream = container.add_stream(formats.CODECS[codec].encoder, rate=rate, layout=layout)
     stream.codec_context.bit_rate = kbps * 1000
     stream.codec_context.open()
     return stream
+
+
+# libvips options per animated format (the saver itself is named in formats.py).
+ANIMATION_OPTIONS: dict[str, Callable[[VideoPreset], dict[str, object]]] = {
+    "gif": lambda p: {"effort": 7, "bitdepth": 8, "interframe_maxerror": 4, "keep": "none"},
+    "webp": lambda p: {"Q": p.quality, "effort": 4, "min_size": True, "keep": "none"},
+}
 
 
 def save_animation(frames: list[np.ndarray], path: Path, p: VideoPreset, rate: Fraction) -> None:
@@ -110,7 +125,6 @@ def save_animation(frames: list[np.ndarray], path: Path, p: VideoPreset, rate: F
     image.set_type(pyvips.GValue.array_int_type, "delay", [delay] * len(pages))
     image.set_type(pyvips.GValue.gint_type, "loop", 0)
     frames.clear()
-    if p.format == "gif":
-        image.gifsave(str(path), effort=7, bitdepth=8, interframe_maxerror=4, keep="none")
-    else:
-        image.webpsave(str(path), Q=p.quality, effort=4, min_size=True, keep="none")
+    saver = formats.output(p.format).saver
+    assert saver is not None  # every animated format has one (tests/test_formats.py)
+    getattr(image, saver)(str(path), **ANIMATION_OPTIONS[p.format](p))

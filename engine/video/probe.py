@@ -14,6 +14,7 @@ from typing import BinaryIO
 import av
 import pyvips
 
+from .. import formats
 from ..errors import MasterError
 from ..limits import DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_S
 
@@ -93,13 +94,14 @@ class VideoFacts:
     frames: int
 
 
-CODEC_NAMES = {"h264": "h264", "hevc": "hevc", "vp9": "vp9", "av1": "av1", "libdav1d": "av1",
-               "libaom-av1": "av1", "gif": None, "webp": None}
+# The codec name fanout records for each name FFmpeg reads a codec back as (libdav1d: av1).
+CODEC_NAMES = {name: c.name for c in formats.CODECS.values() if c.kind == "video"
+               for name in (c.name, *c.decoders)}
 
 
 def describe_output(path: Path, fmt: str) -> VideoFacts:
     """Size, duration, codecs and the measured bitrate of a written file."""
-    if fmt in ("gif", "webp"):
+    if fmt in formats.ANIMATED:
         image = pyvips.Image.new_from_file(str(path), n=-1)
         pages = image.get("n-pages") if image.get_typeof("n-pages") else 1
         height = image.get("page-height") if image.get_typeof("page-height") else image.height
