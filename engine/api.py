@@ -462,12 +462,16 @@ def _published_rows(out: str | Path) -> tuple[Path, list[Row]]:
 
 
 def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
-         output: str | None = None) -> tuple[str, Feed]:
-    """A Google (TSV) or Meta (CSV) feed of OUT's product images; (text, feed with problems)."""
+         output: str | None = None, *, video_channel: str | None = None,
+         video_output: str | None = None, apparel: bool = False) -> tuple[str, Feed]:
+    """A Google (TSV) or Meta (CSV) feed of OUT's product images; (text, feed with problems).
+    Meta: one video per product (video_channel/video_output choose; default the Instagram
+    feed video, else the first MP4). Google: `apparel` raises the minimum image size."""
     from .publish.feeds import google_tsv, meta_csv, product_feed
 
     _, rows = _published_rows(out)
-    the_feed = product_feed(rows, channel, base_url, kind, output)
+    the_feed = product_feed(rows, channel, base_url, kind, output, video_channel=video_channel,
+                            video_output=video_output, apparel=apparel)
     return (google_tsv if kind == "google" else meta_csv)(the_feed), the_feed
 
 
@@ -488,8 +492,14 @@ def export_manifest(out: str | Path, fmt: str) -> str:
         return json.dumps([r.as_dict() for r in rows], indent=1, default=str) + "\n"
     import pyarrow.csv as pacsv
 
+    table = manifest.to_table(rows)  # CSV has no list or map: tags as "a|b|c", extra as JSON
+    tags = pa.array(["|".join(r.tags) if r.tags else None for r in rows], pa.string())
+    extra = pa.array([json.dumps(r.extra, ensure_ascii=False, sort_keys=True) if r.extra
+                      else None for r in rows], pa.string())
+    table = table.set_column(table.schema.get_field_index("tags"), "tags", tags)
+    table = table.set_column(table.schema.get_field_index("extra"), "extra", extra)
     buffer = io.BytesIO()
-    pacsv.write_csv(manifest.to_table(rows), buffer)
+    pacsv.write_csv(table, buffer)
     return buffer.getvalue().decode()
 
 
@@ -500,4 +510,29 @@ def report(out: str | Path) -> Path:
     out_path, rows = _published_rows(out)
     target = out_path / "report.html"
     write_atomic(target, render_report(rows, f"fanout report: {out_path.name}").encode())
+    return target
+
+
+def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "web",
+            video_channel: str = "mobile") -> str:
+    """OUT's product galleries for a storefront, as JSON or an HTML page (publish/gallery.py).
+    `base_url`: where OUT is published (http(s)), or "." for a page inside OUT."""
+    import json
+
+    from .publish.feeds import check_base_url
+    from .publish.gallery import gallery as build, gallery_html
+
+    out_path, rows = _published_rows(out)
+    base = "." if base_url == "." else check_base_url(base_url)
+    doc = build(rows, out_path, base, channel, video_channel)
+    if fmt == "html":
+        return gallery_html(doc, f"Storefront: {out_path.name}")
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def storefront(out: str | Path) -> Path:
+    """Write OUT/storefront.html: the gallery's HTML form with relative URLs (works offline)."""
+    out_path = Path(out)
+    target = out_path / "storefront.html"
+    write_atomic(target, gallery(out_path, ".", "html").encode())
     return target

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from . import formats
 from .errors import ConfigError
 from .masters import open_master, read_error, url_problem
 from .store import is_url
@@ -37,7 +38,6 @@ MISSPELT_CUTOFF = 0.8
 # EAN), refused on its row before it overflows the manifest.
 MAX_POSITION = 1_000_000
 LISTING_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-SNIFF_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class Master:
     role: str = "product"
     kind: str | None = None  # "image", "video", or None when the content is not recognised
     errors: tuple[str, ...] = field(default=())
+    alt: str | None = None  # alt text, for the gallery export and the storefront
+    title: str | None = None
+    tags: tuple[str, ...] = ()  # Parquet list or CSV "a|b|c"
+    extra: dict[str, str] = field(default_factory=dict, hash=False)  # every other column
 
     @property
     def error(self) -> str | None:
@@ -64,41 +68,6 @@ def check_id(value: str, what: str = "id") -> str | None:
     return None
 
 
-def sniff_kind(head: bytes) -> str | None:
-    """'image', 'video' or None, from the first bytes of a file (never from its extension)."""
-    if head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n" or head[:6] in (
-        b"GIF87a", b"GIF89a"
-    ):
-        return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image"
-    if head[:4] in (b"II*\x00", b"MM\x00*") or head[:2] == b"BM":
-        return "image"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"):
-            return "image"
-        return "video"  # isom, mp41, mp42, qt, M4V, 3gp...
-    if head[:12] in (b"\x00\x00\x00\x0cJXL \r\n\x87\n",) or head[:2] == b"\xff\x0a":
-        return "image"
-    if head[:4] == b"\x00\x00\x00\x0c" and head[4:8] == b"jP  ":
-        return "image"
-    stripped = head.lstrip()
-    if stripped[:4] == b"<svg" or stripped[:5] == b"<?xml" or head[:4] == b"%PDF":
-        return "image"  # recognised, and refused by the image decoder with a clear error
-    if head[:4] == b"\x1a\x45\xdf\xa3" or head[:4] == b"OggS" or head[:3] == b"FLV":
-        return "video"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "video"
-    if head[:4] == b"\x00\x00\x01\xba" or (len(head) >= 1 and head[0] == 0x47 and _is_ts(head)):
-        return "video"
-    return None
-
-
-def _is_ts(head: bytes) -> bool:
-    return len(head) < 189 or head[188] == 0x47
-
-
 def _sniff(path: str) -> tuple[str | None, str | None]:
     """(kind, problem): a master that cannot be opened (checked with stat first: a FIFO is never
     opened) has no kind, and says why, so its rows fail with the real reason."""
@@ -106,7 +75,7 @@ def _sniff(path: str) -> tuple[str | None, str | None]:
         return None, None  # the row already says "empty path"
     try:
         with open_master(path) as fh:
-            return sniff_kind(fh.read(SNIFF_BYTES)), None
+            return formats.sniff(fh.read(formats.SNIFF_BYTES)), None
     except Exception as exc:  # whatever the path or its backend raises: this master's error
         return None, str(read_error(exc))
 
@@ -191,7 +160,9 @@ def _read_listing(location: str, kind: str) -> pa.Table:
                 return pacsv.read_csv(
                     fh, convert_options=pacsv.ConvertOptions(
                         column_types={"id": pa.string(), "path": pa.string(),
-                                      "product": pa.string(), "role": pa.string()},
+                                      "product": pa.string(), "role": pa.string(),
+                                      "alt": pa.string(), "title": pa.string(),
+                                      "tags": pa.string()},
                         strings_can_be_null=True,
                         null_values=[""],  # an id or a SKU "null", "NA" or "nan" is text
                     ),
@@ -210,8 +181,10 @@ def _check_columns(location: str, names: list[str]) -> None:
     for name in names:
         if name in KNOWN_COLUMNS:
             continue
-        close = difflib.get_close_matches(name.strip().lower(), KNOWN_COLUMNS, n=1,
-                                          cutoff=MISSPELT_CUTOFF)
+        key = name.strip().lower()
+        close = difflib.get_close_matches(key, KNOWN_COLUMNS, n=1, cutoff=MISSPELT_CUTOFF)
+        # Short names ("atl" for alt: ratio 0.67) are caught as a known name's letters swapped.
+        close = close or [k for k in KNOWN_COLUMNS if key != k and sorted(key) == sorted(k)]
         if close and close[0] not in names:
             raise ConfigError(
                 f"{location}: `{name}` looks like a misspelling of `{close[0]}`; rename the "
@@ -284,10 +257,36 @@ def _row_master(row: dict, where: str, base: str) -> Master:
         role = "product"
     if product != master_id and not product_problem:
         product_problem = check_id(product, "product")
+    alt, alt_problem = _text(row.get("alt"), "alt")
+    title, title_problem = _text(row.get("title"), "title")
+    tags, tags_problem = _tags(row.get("tags"))
     problems = [id_problem or check_id(master_id), path_problem, product_problem,
-                position_problem, role_problem]
+                position_problem, role_problem, alt_problem, title_problem, tags_problem]
     return Master(id=master_id, path=path, product=product, position=position, role=role,
+                  alt=alt, title=title, tags=tags, extra=_extra(row),
                   errors=tuple(f"{where}: {p}" for p in problems if p))
+
+
+def _tags(value: object) -> tuple[tuple[str, ...], str | None]:
+    """(tags, problem): a Parquet list of text, or text split on `|`."""
+    if _is_null(value):
+        return (), None
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split("|") if t.strip()), None
+    if isinstance(value, list | tuple) and all(isinstance(t, str) for t in value):
+        return tuple(value), None
+    return (), f"invalid tags {value!r}: expected a list of text or 'a|b|c'"
+
+
+def _extra(row: dict) -> dict[str, str]:
+    """Every column fanout does not read itself, as text (nulls left out)."""
+    out = {}
+    for name, value in row.items():
+        if name in KNOWN_COLUMNS or _is_null(value):
+            continue
+        text, problem = _text(value, name)
+        out[name] = text if text is not None and not problem else str(value)
+    return out
 
 
 def _broken_row(row: dict, where: str, exc: Exception) -> Master:

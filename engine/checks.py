@@ -8,22 +8,21 @@ from pathlib import Path
 import av
 import pyvips
 
+from . import formats
 from .image.decode import vips_message
 from .rows import PUBLISHED, Row
 from .rules import video_violations, violations
-from .spec.models import EXTENSIONS, Preset, Rules
+from .spec.models import Preset, Rules
 from .store import sha256_of
+from .video.hls import playlist_problems
 from .video.probe import describe_output
-
-LOADER_FORMATS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifload_buffer": "avif",
-                  "pngload_buffer": "png", "gifload_buffer": "gif"}
 
 
 def _file_facts(row: Row, preset: Preset | None, fmt: str, width: int,
                 height: int) -> list[str]:
     """Extension, size against the manifest, and the exact size a fill or pad preset makes."""
     found = []
-    if not row.path.endswith("." + EXTENSIONS.get(fmt, fmt)):
+    if not row.path.endswith("." + formats.extension(fmt)):
         found.append(f"extension: {row.path} does not match its format {fmt}")
     if (width, height) != (row.width, row.height):
         found.append(f"size: expected {row.width}x{row.height}, found {width}x{height}")
@@ -41,7 +40,7 @@ def _check_video(path: Path, row: Row, rules: Rules | None, preset: Preset | Non
     found = []
     try:
         facts = describe_output(path, row.format)
-        if row.format in ("mp4", "webm"):
+        if row.format in formats.VIDEO_CONTAINERS:
             with av.open(str(path)) as container:
                 for _ in container.decode(video=0):
                     pass
@@ -79,6 +78,8 @@ def check_file(out: Path, row: Row, rules: Rules | None, preset: Preset | None) 
     size = path.stat().st_size
     if size != row.bytes:
         found.append(f"bytes: expected {row.bytes}, found {size}")
+    if row.format == "m3u8":  # an HLS playlist: every file it names is there, in range
+        return found + playlist_problems(path)
     if video:
         return found + _check_video(path, row, rules, preset)
     try:
@@ -86,7 +87,9 @@ def check_file(out: Path, row: Row, rules: Rules | None, preset: Preset | None) 
         image.avg()  # decode every pixel: truncated or corrupt data fails here
     except pyvips.Error as exc:
         return found + [f"decode: not a readable image ({vips_message(exc)})"]
-    fmt = LOADER_FORMATS.get(image.get("vips-loader"), image.get("vips-loader"))
+    loader = image.get("vips-loader")
+    read_as = formats.by_loader(loader)
+    fmt = read_as.name if read_as is not None else loader
     if fmt != row.format:
         found.append(f"format: expected {row.format}, found {fmt}")
     found += _file_facts(row, preset, fmt, image.width, image.height)

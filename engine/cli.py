@@ -459,7 +459,9 @@ def demo(out, workers) -> None:  # noqa: ANN001
     out.mkdir(parents=True, exist_ok=True)
     say(f"building the demo catalog in {out / 'masters'} ...")
     listing = demo_catalog.build(out)
-    sys.exit(_render(str(listing), out / "out", console.is_terminal, workers=workers))
+    code = _render(str(listing), out / "out", console.is_terminal, workers=workers)
+    say(f"storefront: {api.storefront(out / 'out')} (open it in a browser)")
+    sys.exit(code)
 
 
 @main.command()
@@ -544,8 +546,8 @@ def _warn(problem: str) -> None:
 
 
 def _feed(kind: str, out: Path, base_url: str, channel: str, output: str | None,
-          output_file: Path | None) -> None:
-    text, the_feed = api.feed(out, kind, base_url, channel, output)
+          output_file: Path | None, **options) -> None:  # noqa: ANN003
+    text, the_feed = api.feed(out, kind, base_url, channel, output, **options)
     if output_file is None:
         click.echo(text, nl=False)
     else:
@@ -577,16 +579,23 @@ def _with(options):  # noqa: ANN001, ANN202
 
 @feed.command("google")
 @_with(feed_options)
-def feed_google(out, base_url, channel, output, output_file) -> None:  # noqa: ANN001
+@option("--apparel", is_flag=True, help="Apparel products: Google's minimum image size is "
+        "250x250 instead of 100x100 (or a catalog column `apparel` = true per master).")
+def feed_google(out, base_url, channel, output, output_file, apparel) -> None:  # noqa: ANN001
     """Google Merchant Center supplemental feed (TSV: id, image_link, additional_image_link)."""
-    _feed("google", out, base_url, channel, output, output_file)
+    _feed("google", out, base_url, channel, output, output_file, apparel=apparel)
 
 
 @feed.command("meta")
 @_with(feed_options)
-def feed_meta(out, base_url, channel, output, output_file) -> None:  # noqa: ANN001
-    """Meta catalog feed (CSV: id, image_link, additional_image_link, video links)."""
-    _feed("meta", out, base_url, channel, output, output_file)
+@option("--video-channel", help="Channel of the one video per product (default: instagram's "
+        "feed-video, else the product's first MP4).")
+@option("--video-output", help="Output of the one video per product.")
+def feed_meta(out, base_url, channel, output, output_file, video_channel,  # noqa: ANN001
+              video_output) -> None:
+    """Meta catalog feed (CSV: id, image_link, additional_image_link, video[0].url)."""
+    _feed("meta", out, base_url, channel, output, output_file, video_channel=video_channel,
+          video_output=video_output)
 
 
 @feed.command("amazon")
@@ -601,6 +610,26 @@ def feed_amazon(out, target, channel) -> None:  # noqa: ANN001
     for problem in problems:
         _warn(problem)
     sys.exit(EXIT_FAILURES if problems else 0)
+
+
+@feed.command("gallery")
+@out_argument
+@option("--base-url", required=True, envvar="FANOUT_BASE_URL",
+        help="Where OUT is published, e.g. https://cdn/x ('.' for a page inside OUT).")
+@option("--format", "fmt", type=click.Choice(["json", "html"]), default="json",
+        show_default=True)
+@option("--channel", default="web", show_default=True, help="Which channel's images.")
+@option("--video-channel", default="mobile", show_default=True,
+        help="Which channel's product videos.")
+@output_file
+def feed_gallery(out, base_url, fmt, channel, video_channel, output_file) -> None:  # noqa: ANN001
+    """Product galleries for a storefront: srcset/<picture> sets, sizes, placeholders, videos."""
+    text = api.gallery(out, base_url, fmt, channel, video_channel)
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        output_file.write_text(text)
+        say(f"gallery -> {output_file}")
 
 
 @feed.command("manifest")

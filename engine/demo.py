@@ -154,8 +154,10 @@ def build(folder: Path) -> Path:
     rows: list[dict] = []
 
     def add(id_: str, name: str, product: str, position: int, role: str) -> None:
+        words = id_.replace("/", " ").replace("-", " ")  # alt text and title, as a PIM has them
         rows.append({"id": id_, "path": f"masters/{name}", "product": product,
-                     "position": position, "role": role})
+                     "position": position, "role": role, "alt": f"{words.capitalize()}",
+                     "title": product.replace("-", " ").title()})
 
     _to_image(product_shot(2000, 2000, (200, 40, 40))).jpegsave(
         str(masters / "sneaker-red-front.jpg"), Q=92)
@@ -193,7 +195,8 @@ def build(folder: Path) -> Path:
 
     listing = folder / "catalog.csv"
     with listing.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["id", "path", "product", "position", "role"])
+        writer = csv.DictWriter(fh, fieldnames=["id", "path", "product", "position", "role",
+                                                 "alt", "title"])
         writer.writeheader()
         writer.writerows(rows)
     return listing

@@ -7,6 +7,7 @@ Dask. It never raises for a bad master: every problem becomes `failed` rows.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def _base_row(mp: MasterPlan, run_id: str, sha: str | None) -> Row:
     """The master's columns, which every row of the master shares."""
     m = mp.master
     return Row(run_id=run_id, master_id=m.id, master_path=m.path, master_sha256=sha,
-               master_kind=m.kind, product=m.product, position=m.position, role=m.role)
+               master_kind=m.kind, product=m.product, position=m.position, role=m.role,
+               alt=m.alt, title=m.title, tags=list(m.tags) or None, extra=m.extra or None)
 
 
 def _with_master(row: Row, base: Row) -> Row:
@@ -51,7 +53,8 @@ def _with_master(row: Row, base: Row) -> Row:
     return row.replace(run_id=base.run_id, master_id=base.master_id,
                        master_path=base.master_path, master_sha256=base.master_sha256,
                        master_kind=base.master_kind, product=base.product,
-                       position=base.position, role=base.role)
+                       position=base.position, role=base.role, alt=base.alt,
+                       title=base.title, tags=base.tags, extra=base.extra)
 
 
 def _failed(base: Row, d: Derivative | None, error: str) -> Row:
@@ -206,16 +209,20 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
         if d.error is None and not settings.force
         and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, store)
     }
-    todo = [d for d in mp.derivatives if d not in skipped]
+    hls = _hls_todo(mp.derivatives, skipped)  # every file of an HLS set that must be remade
+    skipped = {d: row for d, row in skipped.items() if d not in hls}
+    todo = [d for d in mp.derivatives if d not in skipped and d.hls is None]
     recipes = {d.recipe_hash: d.preset for d in todo if d.error is None}
-    if not recipes:
+    if not recipes and not hls:
         return [skipped.get(d) or _failed(base, d, d.error or "") for d in mp.derivatives]
     wanted = {h: presets[name] for h, name in recipes.items()}
     try:
         if master.kind == "video":
             with scratch("video") as work:
-                results, decode_ms = _render_video_master(master.path, wanted, settings, work)
-                return _rows(mp, base, skipped, results, decode_ms, settings, store)
+                results, decode_ms = (_render_video_master(master.path, wanted, settings, work)
+                                      if wanted else ({}, 0.0))
+                rows = _rows(mp, base, skipped, results, decode_ms, settings, store)
+                return rows + _hls_rows(mp, base, hls, rows, presets, store, work)
         images = {h: p for h, p in wanted.items() if isinstance(p, ImagePreset)}  # all of them
         results, decode_ms = render_all(data, images, settings.max_pixels)
     except MasterError as exc:
@@ -234,6 +241,8 @@ def _rows(mp: MasterPlan, base: Row, skipped: dict[Derivative, Row],
     for d in mp.derivatives:
         if d in skipped:
             rows.append(skipped[d])
+            continue
+        if d.hls is not None:  # made from the published rungs, after them (_hls_rows)
             continue
         if d.error is not None:
             rows.append(_failed(base, d, d.error))
@@ -261,3 +270,88 @@ def _rows(mp: MasterPlan, base: Row, skipped: dict[Derivative, Row],
             recipe_hash=d.recipe_hash, render_ms=result.render_ms, decode_ms=decode_ms,
         ))
     return rows
+
+
+# -- HLS sets (video/hls.py): made from a ladder's published rungs, no re-encode -------------
+
+def _hls_todo(derivatives: list[Derivative], skipped: dict[Derivative, Row]) -> list[Derivative]:
+    """The HLS files to make: every file of a set (its playlists hold byte ranges of its
+    media files, so a set is remade whole) of which one file is not skipped."""
+    return [d for files in _hls_sets(derivatives) if any(f not in skipped for f in files)
+            for d in files]
+
+
+def _hls_sets(derivatives: list[Derivative]) -> list[list[Derivative]]:
+    """The files of each HLS set, grouped by channel, recipe and folder."""
+    sets: dict[tuple[str, str, str], list[Derivative]] = {}
+    for d in derivatives:
+        if d.hls is not None:
+            folder = (d.path or "")[: -len(d.hls)]
+            sets.setdefault((d.channel, d.recipe_hash, folder), []).append(d)
+    return list(sets.values())
+
+
+def _hls_rows(mp: MasterPlan, base: Row, todo: list[Derivative], rows: list[Row],
+              presets: dict[str, Preset], store: Store, work: Path) -> list[Row]:
+    """Remux each HLS set's rungs (as published tonight) into HLS and publish it: media files
+    first, then the media playlists, then the master playlist, each by temporary name and
+    rename, so that no playlist ever names a file that is not there."""
+    from .video.hls import MASTER, build
+
+    published = {(r.channel, r.output): r for r in rows if r.published}
+    out: list[Row] = []
+    for i, files in enumerate(_hls_sets(todo)):
+        master_file = next(d for d in files if d.hls == MASTER)
+        if master_file.error is not None:
+            out += [_failed(base, d, d.error or "") for d in files]
+            continue
+        start = time.perf_counter()
+        stem = master_file.output.removesuffix("-hls")
+        rungs = [(d.hls or "").split("/")[0] for d in files if d.format == "m4s"]
+        missing = [r for r in rungs if (master_file.channel, f"{stem}-{r}") not in published
+                   or published[(master_file.channel, f"{stem}-{r}")].status == Status.KEPT]
+        if missing:
+            out += [_failed(base, d, f"hls: rung(s) {', '.join(missing)} not rendered tonight")
+                    for d in files]
+            continue
+        try:
+            sources = [(r, _local_copy(store, published[(master_file.channel, f"{stem}-{r}")]
+                                       .path or "", work)) for r in rungs]
+            preset = presets[f"{master_file.preset}@{rungs[0]}"]
+            assert isinstance(preset, VideoPreset)
+            made = build(sources, preset.keyframe_s, work / f"hls-{i}")
+            by_rung = {r.name: r for r in made.rungs}
+            top = max(made.rungs, key=lambda r: r.facts.width * r.facts.height)
+            ms = (time.perf_counter() - start) * 1000 / len(files)
+            for d in sorted(files, key=lambda d: (d.format != "m4s", d.hls == MASTER)):
+                assert d.path is not None and d.hls is not None
+                local = made.folder / d.hls
+                store.write_file(d.path, local)
+                rung = by_rung.get(d.hls.split("/")[0], top)
+                with local.open("rb") as fh:
+                    sha = sha256_of(fh)
+                out.append(base.replace(
+                    channel=d.channel, output=d.output, preset=d.preset, path=d.path,
+                    status=Status.OK.value, error=None, format=d.format,
+                    width=rung.facts.width, height=rung.facts.height, quality=None,
+                    duration_s=round(rung.facts.duration_s, 4),
+                    video_codec=rung.facts.video_codec, audio_codec=rung.facts.audio_codec,
+                    bitrate=(rung.facts.bitrate if d.format == "m4s" else
+                             None if d.hls == MASTER else rung.average_bandwidth),
+                    bytes=local.stat().st_size, sha256=sha, recipe_hash=d.recipe_hash,
+                    render_ms=ms, decode_ms=None))
+        except (MasterError, OSError, ValueError) as exc:
+            done = {r.output for r in out}
+            out += [_failed(base, d, f"{mp.master.path}: hls: {exc}") for d in files
+                    if d.output not in done]
+    return out
+
+
+def _local_copy(store: Store, relative: str, work: Path) -> Path:
+    """A published file as a local path (an object store's is downloaded into `work`)."""
+    if store.local:
+        return Path(store.path(relative))
+    local = work / "rungs" / relative
+    local.parent.mkdir(parents=True, exist_ok=True)
+    store.fs.get_file(store.path(relative), str(local))
+    return local

@@ -6,6 +6,7 @@ one render written to several places.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from .catalog import Master
 from .rows import Row
 from .spec.models import Channel, Preset, VideoPreset, recipe_hash
+from .video.layout import hls_files
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Derivative:
     format: str
     path: str | None  # relative to OUT; None when the master cannot be named (bad id)
     error: str | None = None
+    hls: str | None = None  # a file of an HLS set: its name inside the set's folder (hls.py)
 
 
 @dataclass
@@ -120,9 +123,41 @@ def plan(
                         recipe_hash=hashes[preset_name], format=preset.format, path=path,
                         error=error,
                     ))
+                mp.derivatives += _hls_derivatives(channel, output.path, output.name,
+                                                   output.preset, presets[output.preset],
+                                                   master, hashes)
         plans.append(mp)
     _mark_collisions(plans)
     return Plan(plans, concrete)
+
+
+def _hls_derivatives(channel: Channel, pattern: str, output: str, name: str, preset: Preset,
+                     master: Master, hashes: dict[str, str]) -> list[Derivative]:
+    """The files of a ladder's HLS set (`hls = true`), each a derivative of its own, in a folder
+    named like a file of output `<output>-hls` without its extension: `<output>-hls` is the
+    master playlist, `<output>-hls-<rung>` a rung's media playlist and `...-media` its fMP4."""
+    if not isinstance(preset, VideoPreset) or not preset.hls or preset.ladder is None:
+        return []
+    folder, error = None, None
+    if not master.errors:
+        try:
+            folder = posixpath.splitext(output_path(channel, pattern, master, f"{output}-hls",
+                                                    "m3u8"))[0]
+        except ValueError as exc:
+            error = str(exc)
+    # One recipe for the whole set: the ladder (every rung's recipe) and hls = true.
+    recipe = hashlib.sha256(f"hls:{','.join(hashes[n] for _, n in ladder_names(name, preset))}"
+                            .encode()).hexdigest()[:32]
+    out = []
+    for inner, rung, role in hls_files([r.name for r in preset.ladder]):
+        out.append(Derivative(
+            channel=channel.name,
+            output=f"{output}-hls" + (f"-{rung}" if rung else "") + ("-media" if role == "media"
+                                                                      else ""),
+            preset=name if rung is None else f"{name}@{rung}", recipe_hash=recipe,
+            format="m4s" if role == "media" else "m3u8",
+            path=None if folder is None else f"{folder}/{inner}", error=error, hls=inner))
+    return out
 
 
 def _engine_for(preset: Preset, engine_id: dict[str, str]) -> str:

@@ -33,6 +33,8 @@ PUBLISHED = (Status.OK.value, Status.SKIPPED.value, Status.KEPT.value)  # a file
 # Column types beyond the default (str -> string, float -> float64).
 Int32 = Annotated[int | None, pa.int32()]
 Int64 = Annotated[int | None, pa.int64()]
+Tags = Annotated[list[str] | None, pa.list_(pa.string())]
+Extra = Annotated[dict[str, str] | None, pa.map_(pa.string(), pa.string())]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -68,6 +70,11 @@ class Row:
     preset: str | None = None
     decode_ms: float | None = None
     stale_since: str | None = None  # kept rows: the first run that failed to refresh the file
+    # The catalog's own data about the master (listing columns), carried to every export.
+    alt: str | None = None
+    title: str | None = None
+    tags: Tags = None
+    extra: Extra = None  # every other listing column, as text
 
     @property
     def key(self) -> tuple[str, str | None, str | None]:
@@ -111,4 +118,9 @@ def to_table(rows: list[Row]) -> pa.Table:
 
 def from_table(table: pa.Table) -> list[Row]:
     """Rows of a table with SCHEMA's columns (manifest.conform makes any manifest so)."""
-    return [Row(**d) for d in table.to_pylist()]
+    rows = []
+    for d in table.to_pylist():
+        if d.get("extra") is not None:  # Arrow hands a map back as (key, value) pairs
+            d["extra"] = dict(d["extra"])
+        rows.append(Row(**d))
+    return rows

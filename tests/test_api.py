@@ -27,7 +27,7 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(readme_python(), "README.md", "exec"), {})  # noqa: S102 (our own README)
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("0 {") and "'web': 16" in printed[0] and "'email': 4" in printed[0]
+    assert printed[0].startswith("0 {") and "'web': 48" in printed[0] and "'email': 4" in printed[0]
     assert "'master_id': 'shoe'" in printed[1] and "'path': 'web/shoe/" in printed[1]
     assert printed[-1] == "[]"
 

@@ -6,8 +6,9 @@ import pytest
 from problem_images import scene
 
 from engine import api
-from engine.catalog import load_catalog, sniff_kind
+from engine.catalog import load_catalog
 from engine.errors import ConfigError
+from engine.formats import sniff
 
 
 def jpeg(path: Path) -> Path:
@@ -66,11 +67,11 @@ def test_listing_parquet_and_missing_columns(tmp_path):
 
 
 def test_kind_comes_from_content_not_extension():
-    assert sniff_kind(b"\xff\xd8\xff\xe0" + b"\0" * 20) == "image"
-    assert sniff_kind(b"\x00\x00\x00\x20ftypisom" + b"\0" * 20) == "video"
-    assert sniff_kind(b"\x00\x00\x00\x1cftypavif" + b"\0" * 20) == "image"
-    assert sniff_kind(b"\x1a\x45\xdf\xa3" + b"\0" * 20) == "video"
-    assert sniff_kind(b"hello") is None
+    assert sniff(b"\xff\xd8\xff\xe0" + b"\0" * 20) == "image"
+    assert sniff(b"\x00\x00\x00\x20ftypisom" + b"\0" * 20) == "video"
+    assert sniff(b"\x00\x00\x00\x1cftypavif" + b"\0" * 20) == "image"
+    assert sniff(b"\x1a\x45\xdf\xa3" + b"\0" * 20) == "video"
+    assert sniff(b"hello") is None
 
 
 def catalog(tmp_path: Path, rows: list[str]) -> Path:

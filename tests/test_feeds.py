@@ -67,11 +67,11 @@ def test_google_feed_lists_every_product_with_valid_urls(shop):
 def test_meta_feed_and_chosen_output(shop, tmp_path):
     target = tmp_path / "meta.csv"
     result = CliRunner().invoke(main, ["feed", "meta", str(shop), "--base-url", BASE,
-                                       "--output", "gallery-jpeg", "-o", str(target)])
+                                       "--output", "gallery-1280-jpeg", "-o", str(target)])
     assert result.exit_code == 1 and "2 products" in result.output
     rows = list(csv.DictReader(target.open()))
     assert [r["id"] for r in rows] == ["BAG-2", "SHOE-1"]
-    assert all(r["image_link"].endswith("/gallery-jpeg.jpg") for r in rows)
+    assert all(r["image_link"].endswith("/gallery-1280-jpeg.jpg") for r in rows)
 
 
 def test_urls_are_percent_encoded_and_checked():
@@ -88,7 +88,8 @@ def test_urls_are_percent_encoded_and_checked():
 def test_amazon_export_as_zip_and_folder(shop, tmp_path):
     result = CliRunner().invoke(main, ["feed", "amazon", str(shop), "-o",
                                        str(tmp_path / "amazon.zip")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # BELT-3 has no MAIN image: reported
+    assert "BELT-3: no MAIN image" in result.output
     with zipfile.ZipFile(tmp_path / "amazon.zip") as archive:
         names = sorted(archive.namelist())
         listing = list(csv.DictReader(io.StringIO(archive.read("listing.csv").decode())))
@@ -96,7 +97,7 @@ def test_amazon_export_as_zip_and_folder(shop, tmp_path):
                      "SHOE-1.PT02.jpg", "listing.csv"]
     assert {(r["sku"], r["slot"]) for r in listing} >= {("SHOE-1", "PT02"), ("BAG-2", "MAIN")}
     folder = tmp_path / "amazon"
-    assert api.amazon_export(shop, folder) == []
+    assert [p for p in api.amazon_export(shop, folder) if "BELT-3" not in p] == []
     assert (folder / "SHOE-1.MAIN.jpg").read_bytes() == (shop / "amazon/SHOE-1.MAIN.jpg"
                                                          ).read_bytes()
 
@@ -155,5 +156,45 @@ def test_kept_rows_are_published_in_feeds(shop, tmp_path):
             if r.master_id == "bag" else r for r in manifest_rows(shop)]
     feed = product_feed(rows, "web", BASE, "google")
     assert "BAG-2" in [i.product for i in feed.items]
-    assert amazon_package(rows, shop, tmp_path / "amazon") == []
+    assert [p for p in amazon_package(rows, shop, tmp_path / "amazon") if "BELT" not in p] == []
     assert (tmp_path / "amazon" / "BAG-2.MAIN.jpg").is_file()
+
+
+def test_google_refuses_images_under_its_minimum_size(shop):
+    from engine.publish.feeds import product_feed
+
+    rows = manifest_rows(shop)
+    small = [r.replace(width=200, height=200) if r.master_id == "bag" else r for r in rows]
+    assert not [p for p in product_feed(small, "web", BASE, "google").problems if "BAG" in p]
+    feed = product_feed(small, "web", BASE, "google", apparel=True)
+    assert any("BAG-2" in p and "200x200" in p and "250x250 for apparel" in p
+               for p in feed.problems)
+    assert "BAG-2" not in [i.product for i in feed.items]
+    tagged = [r.replace(extra={"apparel": "yes"}) if r.master_id == "bag" else r for r in small]
+    assert any("250x250" in p for p in product_feed(tagged, "web", BASE, "google").problems)
+    tiny = [r.replace(width=90) if r.master_id == "bag" else r for r in rows]
+    assert any("100x100 for non-apparel" in p
+               for p in product_feed(tiny, "web", BASE, "google").problems)
+
+
+def test_meta_takes_one_video_per_product_from_the_chosen_output(shop):
+    from engine.publish.feeds import meta_csv, product_feed
+
+    rows = manifest_rows(shop)
+    base = next(r for r in rows if r.master_id == "bag")
+    videos = [base.replace(master_id="bag/spin", master_kind="video", channel=ch, output=o,
+                           path=f"{ch}/bag/spin/{o}.mp4", format="mp4", position=9)
+              for ch, o in (("amazon", "video"), ("instagram", "feed-video"),
+                            ("instagram", "reel"), ("mobile", "video-720p"))]
+    feed = product_feed(rows + videos, "web", BASE, "meta")
+    bag = next(i for i in feed.items if i.product == "BAG-2")
+    assert bag.videos == [f"{BASE}/instagram/bag/spin/feed-video.mp4"]  # the default
+    feed = product_feed(rows + videos, "web", BASE, "meta", video_channel="mobile")
+    assert next(i for i in feed.items if i.product == "BAG-2").videos == [
+        f"{BASE}/mobile/bag/spin/video-720p.mp4"]
+    header = meta_csv(feed).splitlines()[0]
+    assert header.endswith("video[0].url") and "video[1]" not in header
+    no_instagram = [v for v in videos if v.channel != "instagram"]
+    feed = product_feed(rows + no_instagram, "web", BASE, "meta")
+    assert next(i for i in feed.items if i.product == "BAG-2").videos == [
+        f"{BASE}/amazon/bag/spin/video.mp4"]  # else the first MP4

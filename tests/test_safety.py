@@ -329,3 +329,13 @@ def test_an_unreachable_scheduler_leaves_no_out(tmp_path: Path):
     with pytest.raises(ConfigError, match="cannot reach"):
         api.render(listing, out, channels=CHANNELS, scheduler="tcp://127.0.0.1:9")
     assert not out.exists()
+
+
+def test_the_report_shows_a_kept_file_with_its_error(published):
+    masters, listing, out = published
+    (masters / "b.jpg").unlink()
+    api.render(listing, out, channels=CHANNELS)
+    html = api.report(out).read_text()
+    assert html.count('data-status="kept"') == 2 and 'id="kept-count">2<' in html
+    assert "file not found (serving the file from run" in html
+    assert 'src="email/b/w600.jpg"' in html  # the last good file is what the page shows

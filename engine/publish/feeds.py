@@ -19,17 +19,25 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..errors import ConfigError
+from ..formats import VIDEO_CONTAINERS, extension, outputs
 from ..rows import PUBLISHED, Row
-from ..spec.models import EXTENSIONS
 
 MAX_URL = 2000
 MAX_ADDITIONAL = 10
 URL_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+# The formats each feed takes (of those fanout writes), best first among equal sizes.
 FEED_FORMATS = {
-    "google": ("jpeg", "webp", "png", "gif"),  # Merchant Center image formats
-    "meta": ("jpeg", "png"),
+    "google": outputs("jpeg", "webp", "png", "gif"),  # Merchant Center image formats
+    "meta": outputs("jpeg", "png"),
 }
-VIDEO_FORMATS = ("mp4", "webm")
+VIDEO_FORMATS = VIDEO_CONTAINERS
+# Google Merchant Center image requirements (support.google.com/merchants/answer/6324350,
+# "image_link"): at least 100x100 pixels for non-apparel products, 250x250 for apparel.
+GOOGLE_MIN_SIZE = {"default": 100, "apparel": 250}
+# The Meta feed's one video per product, unless --video-channel/--video-output choose: the
+# Instagram feed video (4:5, what a catalog ad shows), else the product's first MP4.
+META_VIDEO = ("instagram", "feed-video")
+TRUE_TEXT = ("1", "true", "yes", "y")
 # Rows whose file is served: rendered now, unchanged, or kept (tonight's render failed, the last
 # good file stays published).
 
@@ -67,7 +75,7 @@ def url_problem(url: str, fmt: str) -> str | None:
         return f"URL longer than {MAX_URL} characters ({len(url)})"
     if not URL_CHARS.match(url):
         return f"URL has characters outside RFC 3986: {url!r}"
-    ext = EXTENSIONS.get(fmt, fmt)
+    ext = extension(fmt)
     if not urlsplit(url).path.lower().endswith("." + ext):
         return f"URL's extension does not match its format {fmt}: {url!r}"
     return None
@@ -83,10 +91,53 @@ def _pick_output(rows: list[Row], formats: tuple[str, ...]) -> str | None:
     return max(best, key=lambda o: best[o]) if best else None
 
 
+def _is_apparel(row: Row, apparel: bool) -> bool:
+    """--apparel, or the catalog's own `apparel` column (true/yes/1) for this master."""
+    return apparel or str((row.extra or {}).get("apparel", "")).strip().lower() in TRUE_TEXT
+
+
+def _size_problem(row: Row, apparel: bool) -> str | None:
+    """Why Google refuses this image as too small, or None."""
+    kind = "apparel" if _is_apparel(row, apparel) else "default"
+    least = GOOGLE_MIN_SIZE[kind]
+    if (row.width or 0) >= least and (row.height or 0) >= least:
+        return None
+    what = "apparel" if kind == "apparel" else "non-apparel"
+    return (f"image {row.path} is {row.width}x{row.height}, under Google's minimum "
+            f"{least}x{least} for {what} products; left out")
+
+
+def _one_video(rows: list[Row], base_url: str, video_channel: str | None,
+               video_output: str | None) -> dict[str, str]:
+    """product -> the URL of its one feed video: the chosen channel/output, else META_VIDEO,
+    else its first MP4 (by channel, output and master)."""
+    videos = sorted((r for r in rows if r.status in PUBLISHED and r.path and r.product
+                     and r.format in VIDEO_FORMATS),
+                    key=lambda r: (r.channel or "", r.output or "", r.master_id))
+    if video_channel or video_output:
+        chosen = [r for r in videos if (video_channel is None or r.channel == video_channel)
+                  and (video_output is None or r.output == video_output)]
+        if not chosen:
+            raise ConfigError(f"no rendered video in {video_channel or 'any channel'}/"
+                              f"{video_output or 'any output'} of this manifest")
+    else:
+        chosen = ([r for r in videos if (r.channel, r.output) == META_VIDEO]
+                  or [r for r in videos if r.format == "mp4"])
+    picked: dict[str, str] = {}
+    for r in chosen:
+        picked.setdefault(r.product, file_url(base_url, r.path))
+    return picked
+
+
 def product_feed(
-    rows: list[Row], channel: str, base_url: str, kind: str, output: str | None = None
+    rows: list[Row], channel: str, base_url: str, kind: str, output: str | None = None,
+    *, video_channel: str | None = None, video_output: str | None = None,
+    apparel: bool = False,
 ) -> Feed:
-    """One item per product: its position-0 image and up to ten more, in position order."""
+    """One item per product: its position-0 image and up to ten more, in position order.
+
+    Google: images under its minimum size are left out and reported. Meta: at most one video
+    per product (see _one_video)."""
     base_url = check_base_url(base_url)
     formats = FEED_FORMATS[kind]
     mine = [r for r in rows if r.channel == channel and r.status in PUBLISHED
@@ -102,6 +153,9 @@ def product_feed(
     by_product: dict[str, dict[int, str]] = defaultdict(dict)
     for r in sorted(chosen, key=lambda r: r.master_id):
         url = file_url(base_url, r.path)
+        if kind == "google" and (problem := _size_problem(r, apparel)):
+            problems.append(f"product {r.product}, master {r.master_id}: {problem}")
+            continue
         if problem := url_problem(url, r.format):
             problems.append(f"product {r.product}, master {r.master_id}: {problem}")
             continue
@@ -111,10 +165,7 @@ def product_feed(
                             f"kept the first, left out master {r.master_id}")
             continue
         by_product[r.product][position] = url
-    videos: dict[str, list[str]] = defaultdict(list)
-    for r in rows:
-        if r.status in PUBLISHED and r.format in VIDEO_FORMATS and r.product:
-            videos[r.product].append(file_url(base_url, r.path))
+    videos = _one_video(rows, base_url, video_channel, video_output) if kind == "meta" else {}
     every_product = sorted({r.product for r in mine})
     items = []
     for product in every_product:
@@ -127,8 +178,9 @@ def product_feed(
         if len(extra) > MAX_ADDITIONAL:
             problems.append(f"product {product}: {len(extra)} additional images, "
                             f"the feed takes the first {MAX_ADDITIONAL}")
+        video = videos.get(product)
         items.append(FeedItem(product, images[0], extra[:MAX_ADDITIONAL],
-                              sorted(videos.get(product, []))))
+                              [video] if video else []))
     return Feed(items, problems, output)
 
 
@@ -201,6 +253,11 @@ def amazon_package(rows: list[Row], out: Path, target: Path, channel: str = "ama
             continue
         entries.append((name, out / r.path, match["sku"], match["slot"], r))
     _refuse_clashes(entries)
+    slots: dict[str, set[str]] = defaultdict(set)
+    for _, _, sku, slot, _ in entries:
+        slots[sku].add(slot)
+    problems += [f"product {sku}: no MAIN image ({sku}.MAIN.*); Amazon needs one before the "
+                 "others are shown" for sku in sorted(slots) if "MAIN" not in slots[sku]]
     listing = io.StringIO()
     writer = csv.writer(listing, lineterminator="\n")
     writer.writerow(["sku", "slot", "file", "width", "height", "bytes", "sha256"])

@@ -57,6 +57,9 @@ SCRIPT = """
 """
 
 
+STREAM_FORMATS = ("m3u8", "m4s")  # HLS files (video/hls.py)
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
@@ -69,6 +72,8 @@ def _media(row: Row, poster: str | None) -> str:
     if row.format in VIDEO_FORMATS:
         poster_attr = f' poster="{escape(quote(poster))}"' if poster else ""
         return f'<video controls preload="none" src="{src}"{poster_attr} title="{label}"></video>'
+    if row.format in STREAM_FORMATS:  # an HLS playlist or its fMP4: a link, not a picture
+        return f'<a class="stream" href="{src}">{escape(row.format or "")}</a>'
     return f'<img src="{src}" loading="lazy" alt="{label}">'
 
 
@@ -103,7 +108,7 @@ def render_report(rows: list[Row], title: str = "fanout report") -> str:
         mrows = by_master[master_id]
         first = mrows[0]
         posters = [r.path for r in mrows if r.status != "failed" and r.path
-                   and r.format not in VIDEO_FORMATS]
+                   and r.format not in VIDEO_FORMATS + STREAM_FORMATS]
         poster = posters[0] if posters else None
         groups = defaultdict(list)
         for r in mrows:
@@ -113,9 +118,9 @@ def render_report(rows: list[Row], title: str = "fanout report") -> str:
             f'<div class="sheet">{"".join(_card(r, poster) for r in group)}</div></div>'
             for ch, group in sorted(groups.items())
         )
-        meta = " · ".join(escape(str(v)) for v in (first.get("master_kind") or "unknown",
-                                                    first.get("role"), first.get("product"),
-                                                    f"position {first.get('position')}"))
+        meta = " · ".join(escape(str(v)) for v in (first.master_kind or "unknown",
+                                                    first.role, first.product,
+                                                    f"position {first.position}"))
         sections.append(f'<section class="master" data-master="{escape(master_id)}"><h2>'
                         f"{escape(master_id)} <small>{meta}</small></h2>{body}</section>")
     options = "".join(f'<option value="{escape(c)}">{escape(c)}</option>' for c in channels)

@@ -14,22 +14,28 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import formats
+
 HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{6})$")
 
-ImageFormat = Literal["jpeg", "webp", "avif", "png"]
+# Formats and codecs come from the one registry, engine/formats.py (a new format is one entry
+# there), in its order, which is the order messages list them in.
+ImageFormat = Literal[formats.IMAGE_OUTPUTS]  # type: ignore[valid-type]
 # Video outputs: MP4 (H.264, HEVC, AV1), WebM (VP9, AV1), and short animated previews (GIF, WebP).
-VideoFormat = Literal["mp4", "webm", "gif", "webp"]
-AnyFormat = Literal["jpeg", "webp", "avif", "png", "gif", "mp4", "webm"]
-VideoCodec = Literal["h264", "hevc", "vp9", "av1"]
-FORMATS_WITH_ALPHA: frozenset[str] = frozenset({"webp", "avif", "png"})
-EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png",
-                              "gif": "gif", "mp4": "mp4", "webm": "webm"}
-# Sensible defaults per format; a preset may override quality and effort.
-DEFAULT_QUALITY: dict[str, int] = {"jpeg": 85, "webp": 80, "avif": 55, "png": 100}
-# Effort is chosen deliberately. AVIF (libaom via libheif), measured here on a 1440x960 photo,
-# one thread: effort 0/1/2/3/4 took 107/113/317/511/1503 ms for 9.6/8.0/8.4/8.4/5.7 KB at the
-# same error; 1 is the sweet spot for a batch. WebP's default 4 is a fair middle.
-DEFAULT_EFFORT: dict[str, int] = {"jpeg": 0, "webp": 4, "avif": 1, "png": 6}
+VideoFormat = Literal[formats.VIDEO_OUTPUTS]  # type: ignore[valid-type]
+AnyFormat = Literal[formats.OUTPUTS]  # type: ignore[valid-type]
+VideoCodec = Literal[formats.VIDEO_CODECS]  # type: ignore[valid-type]
+_IMAGE_OUTPUTS = [formats.FORMATS[name] for name in formats.IMAGE_OUTPUTS]
+FORMATS_WITH_ALPHA: frozenset[str] = frozenset(f.name for f in _IMAGE_OUTPUTS if f.alpha)
+EXTENSIONS: dict[str, str] = {name: formats.extension(name) for name in formats.OUTPUTS}
+# Defaults per format (the reasons are beside each in formats.py); a preset may override them.
+DEFAULT_QUALITY: dict[str, int] = {
+    f.name: f.quality for f in _IMAGE_OUTPUTS if f.quality is not None
+}
+DEFAULT_EFFORT: dict[str, int] = {
+    f.name: f.effort for f in _IMAGE_OUTPUTS if f.effort is not None
+}
+MAX_EFFORT: dict[str, int] = {f.name: f.max_effort or 0 for f in _IMAGE_OUTPUTS}
 
 Gravity = Literal[
     "centre", "north", "south", "east", "west",
@@ -136,7 +142,7 @@ class ImagePreset(Strict):
             default = "" if self.quality is not None else f" ({self.format}'s default)"
             problems.append(f"min_quality: expected at most quality = {self.effective_quality}"
                             f"{default}; found {self.min_quality}")
-        limits = {"webp": 6, "avif": 9, "png": 9, "jpeg": 0}
+        limits = MAX_EFFORT
         if self.effort is not None and self.effort > limits[self.format]:
             span = f"0..{limits[self.format]}" if limits[self.format] else "0"
             problems.append(f"effort: expected {span} for format = {self.format!r}; "
@@ -173,13 +179,15 @@ class ImagePreset(Strict):
 # starting points for VP9 and SVT-AV1), and encoder speed presets (see STACK.md).
 DEFAULT_CRF: dict[str, int] = {"h264": 23, "hevc": 28, "vp9": 32, "av1": 35}
 DEFAULT_SPEED: dict[str, str] = {"h264": "fast", "hevc": "fast", "vp9": "4", "av1": "8"}
+# Per video output format (formats.py): the codecs it may hold, the default first; an animated
+# preview has none. Audio may always be "none" (silent).
 VIDEO_CODECS_FOR: dict[str, tuple[str, ...]] = {
-    "mp4": ("h264", "hevc", "av1"), "webm": ("vp9", "av1"), "gif": (), "webp": (),
+    name: formats.FORMATS[name].video_codecs for name in formats.VIDEO_OUTPUTS
 }
 AUDIO_FOR: dict[str, tuple[str, ...]] = {
-    "mp4": ("aac", "none"), "webm": ("opus", "none"), "gif": ("none",), "webp": ("none",),
+    name: formats.FORMATS[name].audio_codecs + ("none",) for name in formats.VIDEO_OUTPUTS
 }
-ANIMATED_FORMATS = frozenset({"gif", "webp"})
+ANIMATED_FORMATS = frozenset(formats.ANIMATED)
 # An animated preview is held in memory frame by frame: keep it short.
 MAX_ANIMATION_FRAMES = 300
 
@@ -229,6 +237,7 @@ class VideoPreset(Strict):
     audio_sample_rate: Literal[44100, 48000] = 48000
     quality: Annotated[int, Field(ge=1, le=100)] = 75  # animated WebP only
     ladder: Annotated[list[Rung], Field(min_length=1)] | None = None
+    hls: bool = False  # a ladder in mp4 also writes HLS playlists over fMP4 (video/hls.py)
 
     _check_bg = field_validator("background")(_check_colour)
 
@@ -336,6 +345,9 @@ class VideoPreset(Strict):
                     problems.append(f"ladder[{i}]: expected width and height for fit = "
                                     f"{self.resize.fit!r}; found "
                                     f"{sizes[0] + ' only' if sizes else 'neither'}")
+        if self.hls and (self.ladder is None or fmt != "mp4"):
+            problems.append(f"hls: expected a ladder and format = 'mp4' with hls = true; found "
+                            f"{'no ladder' if self.ladder is None else f'format = {fmt!r}'}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -348,7 +360,7 @@ class VideoPreset(Strict):
         for rung in self.ladder:
             resize = self.resize.model_copy(update={"width": rung.width, "height": rung.height})
             out.append((rung.name, self.model_copy(update={
-                "ladder": None, "resize": resize, "bitrate_kbps": rung.bitrate_kbps,
+                "ladder": None, "hls": False, "resize": resize, "bitrate_kbps": rung.bitrate_kbps,
                 "maxrate_kbps": rung.maxrate_kbps, "bufsize_kbps": rung.bufsize_kbps,
             })))
         return out
@@ -361,7 +373,7 @@ class VideoPreset(Strict):
                 self.start_s, self.max_duration_s)
 
     def recipe(self) -> dict:
-        data = self.model_dump(exclude={"description"})
+        data = self.model_dump(exclude={"description"} | (set() if self.hls else {"hls"}))
         data.update(codec=self.effective_codec, audio=self.effective_audio, crf=self.effective_crf,
                     speed=self.effective_speed, bufsize_kbps=self.effective_bufsize_kbps)
         return data
