@@ -105,7 +105,7 @@ def plan(
         for channel in channels:
             for output in channel.outputs:
                 if presets[output.preset].master_kind != kind or not output.when.matches(
-                    master.role, master.position
+                    master.role, master.position, master.tags
                 ):
                     continue
                 for rung, preset_name in ladder_names(output.preset, presets[output.preset]):

@@ -3,6 +3,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import write_config
 from problem_images import scene
 
 from engine import api
@@ -125,3 +126,26 @@ def test_two_masters_claiming_one_file_fail_that_output(tmp_path):
     plan = api.plan(listing, ["amazon"])
     errors = [d.error for mp in plan.masters for d in mp.derivatives]
     assert len(errors) == 2 and all("a1 (main)" in e and "a2 (main)" in e for e in errors)
+
+
+def test_tags_route_an_asset_to_the_outputs_that_ask_for_them(tmp_path):
+    for name in ("lookbook", "campaign", "plain"):
+        scene(400, 300).jpegsave(str(tmp_path / f"{name}.jpg"))
+    (tmp_path / "catalog.csv").write_text(
+        "id,path,role,tags\n"
+        "lookbook,lookbook.jpg,editorial,summer|homepage\n"
+        "campaign,campaign.jpg,editorial,summer|internal\n"
+        "plain,plain.jpg,editorial,\n")
+    cfg = tmp_path / "cfg"
+    write_config(cfg, "presets", "tiny", '[tiny-64]\nresize = { width = 64 }\nformat = "png"\n')
+    write_config(cfg, "channels", "home", 'name = "home"\n[[outputs]]\nname = "hero"\n'
+                 'preset = "tiny-64"\nwhen = { tags = ["homepage", "landing"] }\n')
+    write_config(cfg, "channels", "public", 'name = "public"\n[[outputs]]\nname = "card"\n'
+                 'preset = "tiny-64"\nwhen = { role = "editorial", not_tags = ["internal"] }\n')
+    the_plan = api.plan(tmp_path / "catalog.csv", ["home", "public"], cfg)
+    routed = {(mp.master.id, d.channel) for mp in the_plan.masters for d in mp.derivatives}
+    assert routed == {("lookbook", "home"), ("lookbook", "public"), ("plain", "public")}
+    write_config(cfg, "channels", "bad", 'name = "bad"\n[[outputs]]\nname = "x"\n'
+                 'preset = "tiny-64"\nwhen = { tags = [] }\n')
+    with pytest.raises(ConfigError, match=r"outputs\[0\]\.when\.tags"):
+        api.plan(tmp_path / "catalog.csv", ["home"], cfg)

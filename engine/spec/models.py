@@ -390,6 +390,8 @@ class When(Strict):
 
     role: Literal["product", "editorial", "any"] = "any"
     position: int | str | list[int] | None = None
+    tags: Annotated[list[str], Field(min_length=1)] | None = None  # any of these tags
+    not_tags: Annotated[list[str], Field(min_length=1)] | None = None  # none of these
 
     @field_validator("position")
     @classmethod
@@ -403,8 +405,12 @@ class When(Strict):
                                  f"found {value!r}")
         return value
 
-    def matches(self, role: str, position: int) -> bool:
+    def matches(self, role: str, position: int, tags: tuple[str, ...] = ()) -> bool:
         if self.role != "any" and role != self.role:
+            return False
+        if self.tags is not None and not set(self.tags) & set(tags):
+            return False
+        if self.not_tags is not None and set(self.not_tags) & set(tags):
             return False
         if self.position is None:
             return True
