@@ -22,8 +22,7 @@ def work_for(image: pyvips.Image, preset: ImagePreset, master_width: int | None 
     """A Work at the start of the pipeline, as if `image` were a master decoded at some scale."""
     width = master_width or image.width
     height = round(image.height * width / image.width)
-    decoded = dec.Decoded(image=image, source_format="png", width=width, height=height,
-                          scale=image.width / width, pages=1)
+    decoded = dec.Decoded(image=image, width=width, height=height, scale=image.width / width)
     return Work(preset, decoded, {}, {})
 
 

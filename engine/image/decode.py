@@ -46,11 +46,9 @@ class Decoded:
     """A master in memory: upright, 8-bit sRGB (alpha kept), at `scale` of its oriented size."""
 
     image: pyvips.Image
-    source_format: str  # read by nothing: goes when image/render.py's from_image stops setting it
     width: int  # oriented size of the master itself (before shrink-on-load)
     height: int
     scale: float
-    pages: int  # read by nothing but a test: goes with source_format
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,6 @@ class Header:
     loader: str
     width: int  # oriented
     height: int
-    pages: int
 
 
 def _oriented(image: pyvips.Image) -> tuple[int, int]:
@@ -86,12 +83,11 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
         if compression != "av1":  # this libvips build decodes AVIF only: no HEVC, no JPEG-in-HEIF
             raise MasterError(f"image format not supported (HEIF with {compression} compression)")
     width, height = _oriented(image)
-    pages = image.get("n-pages") if image.get_typeof("n-pages") else 1
     if width * height > max_pixels:
         raise MasterError(
             f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
         )
-    return Header(loader=loader, width=width, height=height, pages=pages)
+    return Header(loader=loader, width=width, height=height)
 
 
 def decode(data: bytes, header: Header, scale: float) -> Decoded:
@@ -110,15 +106,8 @@ def decode(data: bytes, header: Header, scale: float) -> Decoded:
             image = ops.autorotate(image).copy_memory()
     except pyvips.Error as exc:
         raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
-    fmt = master_format(header.loader)
-    return Decoded(
-        image=image,
-        source_format=fmt.name if fmt is not None else header.loader,
-        width=header.width,
-        height=header.height,
-        scale=image.width / header.width,
-        pages=header.pages,
-    )
+    return Decoded(image=image, width=header.width, height=header.height,
+                   scale=image.width / header.width)
 
 
 def vips_message(exc: pyvips.Error) -> str:

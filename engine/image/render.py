@@ -85,8 +85,7 @@ def render_all(
 
 def from_image(image: pyvips.Image) -> dec.Decoded:
     """An upright 8-bit sRGB image already in memory (a video still) as a decoded master."""
-    return dec.Decoded(image=image, source_format="video-frame", width=image.width,
-                       height=image.height, scale=1.0, pages=1)
+    return dec.Decoded(image=image, width=image.width, height=image.height, scale=1.0)
 
 
 def render_decoded(
