@@ -12,6 +12,7 @@ import difflib
 import math
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from . import formats
 from .errors import ConfigError
+from .geometry import aspect_key
 from .masters import open_master, read_error, url_problem
 from .store import is_url
 
@@ -29,7 +31,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")  # whole value: fullmatc
 ROLES = ("product", "editorial")
 # Columns fanout reads (alt, title and tags: the catalog's extra data, coming with its issue).
 # An unknown column close to one of these is a misspelling that would silently lose the data.
-KNOWN_COLUMNS = ("id", "path", "product", "position", "role", "alt", "title", "tags")
+KNOWN_COLUMNS = ("id", "path", "product", "position", "role", "alt", "title", "tags", "focus_x",
+                 "focus_y")
 # difflib ratio: "postion" 0.93, "pth" 0.86, "titel" 0.8; "product_id" (0.82) too, refused only
 # while there is no `product` column, where it most likely means product.
 MISSPELT_CUTOFF = 0.8
@@ -38,6 +41,8 @@ MISSPELT_CUTOFF = 0.8
 # EAN), refused on its row before it overflows the manifest.
 MAX_POSITION = 1_000_000
 LISTING_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Editors' crop boxes (and focal points) live next to the listing: <listing stem>.crops.toml.
+CROPS_SUFFIX = ".crops.toml"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,11 @@ class Master:
     alt: str | None = None  # alt text, for the gallery export and the storefront
     title: str | None = None
     tags: tuple[str, ...] = ()  # Parquet list or CSV "a|b|c"
+    # An editor's framing, in the oriented master: a focal point (fractions 0..1) every fill
+    # crop keeps near its centre, and crop boxes (x, y, w, h pixels) keyed by aspect ("16:9")
+    # or output ("web/hero"), which win over any automatic crop.
+    focus: tuple[float, float] | None = None
+    boxes: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
     extra: dict[str, str] = field(default_factory=dict, hash=False)  # every other column
 
     @property
@@ -260,10 +270,12 @@ def _row_master(row: dict, where: str, base: str) -> Master:
     alt, alt_problem = _text(row.get("alt"), "alt")
     title, title_problem = _text(row.get("title"), "title")
     tags, tags_problem = _tags(row.get("tags"))
+    focus, focus_problem = _focus(row.get("focus_x"), row.get("focus_y"))
     problems = [id_problem or check_id(master_id), path_problem, product_problem,
-                position_problem, role_problem, alt_problem, title_problem, tags_problem]
+                position_problem, role_problem, alt_problem, title_problem, tags_problem,
+                focus_problem]
     return Master(id=master_id, path=path, product=product, position=position, role=role,
-                  alt=alt, title=title, tags=tags, extra=_extra(row),
+                  alt=alt, title=title, tags=tags, focus=focus, extra=_extra(row),
                   errors=tuple(f"{where}: {p}" for p in problems if p))
 
 
@@ -276,6 +288,34 @@ def _tags(value: object) -> tuple[tuple[str, ...], str | None]:
     if isinstance(value, list | tuple) and all(isinstance(t, str) for t in value):
         return tuple(value), None
     return (), f"invalid tags {value!r}: expected a list of text or 'a|b|c'"
+
+
+def _fraction(value: object) -> float | None:
+    """A number 0..1 (text "0.25" too), or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0:
+        return float(value)
+    return None
+
+
+def _focus(x: object, y: object) -> tuple[tuple[float, float] | None, str | None]:
+    """(focal point, problem): focus_x and focus_y, both or neither, each 0..1."""
+    if _is_null(x) and _is_null(y):
+        return None, None
+    if _is_null(x) or _is_null(y):
+        given, missing = ("focus_x", "focus_y") if _is_null(y) else ("focus_y", "focus_x")
+        return None, f"{given} without {missing}: a focal point needs both (0..1)"
+    fx, fy = _fraction(x), _fraction(y)
+    if fx is None or fy is None:
+        return None, (f"invalid focal point ({x!r}, {y!r}): expected focus_x and focus_y "
+                      "between 0 and 1")
+    return (fx, fy), None
 
 
 def _extra(row: dict) -> dict[str, str]:
@@ -308,7 +348,88 @@ def from_listing(location: str) -> list[Master]:
             masters.append(_row_master(row, where, base))
         except Exception as exc:  # one odd row fails alone, whatever it holds
             masters.append(_broken_row(row, where, exc))
-    return _finish(masters)
+    return _finish(_with_crops(masters, location))
+
+
+def crops_location(location: str) -> str:
+    """Where a listing's crops sidecar lives: <listing stem>.crops.toml beside it."""
+    head, _, name = location.split("?")[0].rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{head}/{stem}{CROPS_SUFFIX}" if head else f"{stem}{CROPS_SUFFIX}"
+
+
+def _read_crops(location: str) -> dict | None:
+    """The sidecar's tables, or None when there is no sidecar; unreadable: a ConfigError."""
+    if not (_exists(location) if is_url(location) else os.path.lexists(location)):
+        return None
+    try:
+        with open_master(location) as fh:
+            text = fh.read()
+    except Exception as exc:  # whatever the path or its backend raises: the listing's error
+        raise ConfigError(f"{location}: cannot read crops file: {_reason(exc)}") from None
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{location}: not a valid crops file: {exc}") from None
+
+
+def _exists(location: str) -> bool:
+    try:
+        fs, path = fsspec.core.url_to_fs(location)
+        return bool(fs.exists(path))
+    except Exception:  # a backend's own errors (no credentials...)
+        return False  # cannot even tell: a listing on a store without a sidecar
+
+
+def _crop_entry(entry: object) -> tuple[tuple[float, float] | None,
+                                       tuple[tuple[str, tuple[int, int, int, int]], ...],
+                                       list[str]]:
+    """(focus, boxes, problems) of one master's table in the crops file."""
+    if not isinstance(entry, dict):
+        return None, (), [f"expected a table of boxes, found {entry!r}"]
+    focus, boxes, problems = None, [], []
+    for key, value in entry.items():
+        if key == "focus":
+            if (isinstance(value, list) and len(value) == 2
+                    and all(_fraction(v) is not None for v in value)):
+                focus = (float(value[0]), float(value[1]))
+            else:
+                problems.append(f"focus = {value!r}: expected [x, y] between 0 and 1")
+            continue
+        if aspect_key(key) is None and (key.count("/") != 1 or not all(key.split("/"))):
+            problems.append(f"{key!r}: expected an aspect ratio (\"16:9\"), an output "
+                            "(\"channel/output\") or focus")
+            continue
+        if (isinstance(value, list) and len(value) == 4
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            boxes.append((key, (value[0], value[1], value[2], value[3])))
+        else:
+            problems.append(f"{key} = {value!r}: expected [x, y, w, h] in whole pixels")
+    return focus, tuple(boxes), problems
+
+
+def _with_crops(masters: list[Master], location: str) -> list[Master]:
+    """Each master with its entry of the listing's crops file (its focus overrides the
+    columns'); a problem in an entry is that master's error, an entry naming no master of the
+    listing a ConfigError (most likely a misspelt id, whose crops would silently be lost)."""
+    sidecar = crops_location(location)
+    tables = _read_crops(sidecar)
+    if not tables:
+        return masters
+    ids = {m.id for m in masters}
+    unknown = sorted(k for k in tables if k not in ids)
+    if unknown:
+        raise ConfigError(f"{sidecar}: no master with id {', '.join(map(repr, unknown))} in "
+                          f"the listing; fix or remove the entry")
+    out = []
+    for m in masters:
+        if m.id not in tables:
+            out.append(m)
+            continue
+        focus, boxes, problems = _crop_entry(tables[m.id])
+        out.append(replace(m, focus=focus or m.focus, boxes=boxes, errors=m.errors + tuple(
+            f"{Path(sidecar).name} [{m.id}]: {p}" for p in problems)))
+    return out
 
 
 def load_catalog(location: str | Path, exclude: Path | None = None) -> list[Master]:

@@ -132,3 +132,72 @@ def jpeg_shrink(scale: float) -> int:
     while shrink < 8 and scale * shrink * 2 <= 1.0:
         shrink *= 2
     return shrink
+
+
+# -- Editors' framing: focal points and crop boxes (catalog focus_x/focus_y, <listing>.crops.toml)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """What an editor decided for one fill derivative of a master, in the oriented master:
+    a focal point (fractions 0..1) and/or a crop box (pixels) with the key that chose it."""
+
+    focus: tuple[float, float] | None = None
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h
+    key: str | None = None  # the box's entry: "16:9" or "channel/output"
+
+    def describe(self) -> str:
+        """Text that decides the bytes: mixed into the derivative's recipe hash."""
+        parts = []
+        if self.focus is not None:
+            parts.append(f"focus={self.focus[0]:.6f},{self.focus[1]:.6f}")
+        if self.box is not None:
+            parts.append("box=" + ",".join(str(v) for v in self.box))
+        return ";".join(parts)
+
+
+def aspect_key(key: str) -> float | None:
+    """The ratio of an aspect key ("16:9", "1.91:1"), or None when `key` is not one."""
+    parts = key.split(":")
+    if len(parts) != 2:
+        return None
+    try:
+        w, h = float(parts[0]), float(parts[1])
+    except ValueError:
+        return None
+    return w / h if w > 0 and h > 0 and math.isfinite(w / h) else None
+
+
+def aspect_matches(ratio: float, width: int, height: int, tolerance: float = 0.01) -> bool:
+    """Whether an output of width x height has the aspect `ratio`, within `tolerance`."""
+    return abs(ratio / (width / height) - 1.0) <= tolerance
+
+
+def focus_offset(sw: int, sh: int, cw: int, ch: int, fx: float, fy: float) -> tuple[float, float]:
+    """Top-left of a cw x ch window inside sw x sh that puts the point (fx, fy) (in sw x sh
+    pixels) as near the window's centre as the frame allows."""
+    x = min(max(fx - cw / 2, 0.0), max(0, sw - cw))
+    y = min(max(fy - ch / 2, 0.0), max(0, sh - ch))
+    return x, y
+
+
+def box_problem(box: tuple[int, int, int, int], width: int, height: int) -> str | None:
+    """Why an editor's crop box cannot be used on a width x height image, or None."""
+    x, y, w, h = box
+    if w < 1 or h < 1:
+        return f"is smaller than 1 px in the {width}x{height} image"
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        return f"is outside the {width}x{height} image"
+    return None
+
+
+def box_to_aspect(box: tuple[int, int, int, int], width: int, height: int) -> Box:
+    """The box narrowed around its centre to the aspect width:height exactly (boxes match an
+    output's aspect within 1%, so this trims at most a percent of one side)."""
+    x, y, w, h = box
+    if w * height > h * width:  # too wide
+        nw = max(1, min(w, round(h * width / height)))
+        return Box(x + (w - nw) // 2, y, nw, h)
+    nh = max(1, min(h, round(w * height / width)))
+    return Box(x, y + (h - nh) // 2, w, nh)
+

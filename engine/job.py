@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pyvips
 
-from .errors import MasterError
+from .errors import MasterError, NotApplicable
+from .geometry import Box, Framing
 from .history import as_kept, still_served
 from .image.render import Rendered, from_image, render_all, render_decoded
 from .masters import DEFAULT_MAX_MASTER_BYTES, hash_master, open_master, read_master
@@ -65,6 +66,18 @@ def _failed(base: Row, d: Derivative | None, error: str) -> Row:
     return row
 
 
+def _still_not_applicable(prev: Row | None, d: Derivative, master_sha: str) -> bool:
+    """An `n/a` row of the same master bytes and recipe: the answer cannot have changed."""
+    return (prev is not None and prev.status == Status.NOT_APPLICABLE
+            and prev.master_sha256 == master_sha and prev.recipe_hash == d.recipe_hash)
+
+
+def _not_applicable(base: Row, d: Derivative, reason: str) -> Row:
+    return base.replace(channel=d.channel, output=d.output, preset=d.preset,
+                        recipe_hash=d.recipe_hash, format=d.format, path=None,
+                        status=Status.NOT_APPLICABLE.value, error=reason)
+
+
 def _unchanged(prev: Row | None, d: Derivative, master_sha: str, store: Store) -> bool:
     """A previous output still stands: same master bytes, same recipe (preset and engine),
     same place, and the file on disk is the one recorded."""
@@ -111,18 +124,55 @@ def _publish(store: Store, relative: str, result: Rendered | VideoRendered) -> N
 
 
 def _facts(result: Rendered | VideoRendered) -> dict[str, object]:
-    """The columns that describe an output's file."""
+    """The columns that describe an output's file, and its lineage (where its pixels came
+    from: the master's size, the region shown, the trim box, the scale, the crop, the encoder)."""
     if isinstance(result, VideoRendered):
         f = result.facts
+        region = result.region
         return {"format": f.format, "width": f.width, "height": f.height, "quality": None,
                 "duration_s": round(f.duration_s, 4), "video_codec": f.video_codec,
-                "audio_codec": f.audio_codec, "bitrate": f.bitrate}
-    return {"format": result.format, "width": result.width, "height": result.height,
-            "quality": result.quality}
+                "audio_codec": f.audio_codec, "bitrate": f.bitrate,
+                **_lineage(result.source, region, None, result.scale, result.crop_by,
+                           result.encoder)}
+    facts: dict[str, object] = {"format": result.format, "width": result.width,
+                                "height": result.height, "quality": result.quality}
+    lineage = result.lineage
+    if lineage is not None:
+        facts.update(_lineage(result.source, lineage.shown, lineage.trim, lineage.scale,
+                              lineage.crop, result.encoder))
+    return facts
+
+
+def _lineage(source: tuple[int, int] | None, region: Box | None, trim: Box | None,
+             scale: float | None, crop_by: str | None, encoder: str | None) -> dict[str, object]:
+    def box(b: Box | None) -> tuple[int | None, ...]:
+        return (None,) * 4 if b is None else (b.left, b.top, b.width, b.height)
+
+    (sw, sh) = source or (None, None)
+    (rx, ry, rw, rh), (tx, ty, tw, th) = box(region), box(trim)
+    return {"source_width": sw, "source_height": sh, "region_x": rx, "region_y": ry,
+            "region_w": rw, "region_h": rh, "trim_x": tx, "trim_y": ty, "trim_w": tw,
+            "trim_h": th, "scale": None if scale is None else round(scale, 6),
+            "crop_by": crop_by, "encoder": encoder}
+
+
+def _source_problem(rules: Rules | None, result: Rendered | VideoRendered,
+                    d: Derivative) -> str | None:
+    """The channel's minimum source size (min_source_long_side), checked on the master."""
+    if rules is None or rules.min_source_long_side is None or result.source is None:
+        return None
+    w, h = result.source
+    if max(w, h) >= rules.min_source_long_side:
+        return None
+    out = (result.facts.width, result.facts.height) if isinstance(result, VideoRendered) else (
+        result.width, result.height)
+    return (f"the master is {w}x{h}, below {d.channel}'s min_source_long_side of "
+            f"{rules.min_source_long_side} px: it would upscale {w}x{h} to {out[0]}x{out[1]}")
 
 
 def _render_video_master(
-    path: str, presets: dict[str, Preset], settings: JobSettings, workdir: Path
+    path: str, presets: dict[str, Preset], settings: JobSettings, workdir: Path,
+    framings: dict[str, Framing] | None = None,
 ) -> tuple[dict[str, Rendered | VideoRendered | MasterError], float]:
     """One decode pass for the video recipes and the stills; stills through the image pipeline."""
     videos = {h: p for h, p in presets.items() if isinstance(p, VideoPreset)}
@@ -130,11 +180,11 @@ def _render_video_master(
     frames = list(dict.fromkeys(p.frame for p in posters.values() if p.frame is not None))
     with open_master(path) as fh:
         done = render_video(fh, videos, frames, workdir, settings.max_video_pixels,
-                            settings.max_video_s)
+                            settings.max_video_s, framings)
     results: dict[str, Rendered | VideoRendered | MasterError] = dict(done.results)
     for frame in frames:
         wanted = {h: p for h, p in posters.items() if p.frame == frame}
-        results.update(render_decoded(from_image(done.stills[frame]), wanted))
+        results.update(render_decoded(from_image(done.stills[frame]), wanted, framings))
     return results, done.decode_ms
 
 
@@ -209,6 +259,13 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
         if d.error is None and not settings.force
         and _unchanged(mp.previous.get((d.channel, d.output)), d, sha, store)
     }
+    skipped.update({  # not applicable before, and nothing that decides it has changed
+        d: _with_master(mp.previous[(d.channel, d.output)], base).replace(
+            render_ms=0.0, decode_ms=None)
+        for d in mp.derivatives
+        if d.error is None and not settings.force
+        and _still_not_applicable(mp.previous.get((d.channel, d.output)), d, sha)
+    })
     hls = _hls_todo(mp.derivatives, skipped)  # every file of an HLS set that must be remade
     skipped = {d: row for d, row in skipped.items() if d not in hls}
     todo = [d for d in mp.derivatives if d not in skipped and d.hls is None]
@@ -216,15 +273,17 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
     if not recipes and not hls:
         return [skipped.get(d) or _failed(base, d, d.error or "") for d in mp.derivatives]
     wanted = {h: presets[name] for h, name in recipes.items()}
+    framings = {d.recipe_hash: d.framing for d in todo if d.framing is not None}
     try:
         if master.kind == "video":
             with scratch("video") as work:
-                results, decode_ms = (_render_video_master(master.path, wanted, settings, work)
+                results, decode_ms = (_render_video_master(master.path, wanted, settings, work,
+                                                           framings)
                                       if wanted else ({}, 0.0))
                 rows = _rows(mp, base, skipped, results, decode_ms, settings, store)
                 return rows + _hls_rows(mp, base, hls, rows, presets, store, work)
         images = {h: p for h, p in wanted.items() if isinstance(p, ImagePreset)}  # all of them
-        results, decode_ms = render_all(data, images, settings.max_pixels)
+        results, decode_ms = render_all(data, images, settings.max_pixels, framings)
     except MasterError as exc:
         return fail_all(str(exc))
     except MemoryError:  # one huge master must not take the worker (and the run) down
@@ -248,10 +307,21 @@ def _rows(mp: MasterPlan, base: Row, skipped: dict[Derivative, Row],
             rows.append(_failed(base, d, d.error))
             continue
         result = results[d.recipe_hash]
+        if isinstance(result, NotApplicable):
+            rows.append(_not_applicable(base, d, str(result)))
+            continue
         if isinstance(result, MasterError):
             rows.append(_failed(base, d, f"{mp.master.path}: {result}"))
             continue
-        broken = _broken_rules(settings.rules.get((d.channel, d.output)), result)
+        rules = settings.rules.get((d.channel, d.output))
+        small = _source_problem(rules, result, d)
+        if small is not None:
+            assert rules is not None
+            rows.append(_not_applicable(base, d, f"not applicable: {small}")
+                        if rules.below_min_source == "skip"
+                        else _failed(base, d, f"{mp.master.path}: {small}"))
+            continue
+        broken = _broken_rules(rules, result)
         if broken:
             rows.append(_failed(base, d, f"breaks {d.channel} rules: {'; '.join(broken)}"))
             continue
@@ -308,6 +378,18 @@ def _hls_rows(mp: MasterPlan, base: Row, todo: list[Derivative], rows: list[Row]
         start = time.perf_counter()
         stem = master_file.output.removesuffix("-hls")
         rungs = [(d.hls or "").split("/")[0] for d in files if d.format == "m4s"]
+        na = {r for r in rungs if any(
+            (x.channel, x.output) == (master_file.channel, f"{stem}-{r}")
+            and x.status == Status.NOT_APPLICABLE for x in rows)}  # above the master's size
+        if na and na == set(rungs):
+            out += [_not_applicable(base, d, "not applicable: no rung of the ladder applies")
+                    for d in files]
+            continue
+        out += [_not_applicable(base, d, f"not applicable: rung {(d.hls or '').split('/')[0]} "
+                                "is above the master's size")
+                for d in files if (d.hls or "").split("/")[0] in na]
+        files = [d for d in files if (d.hls or "").split("/")[0] not in na]
+        rungs = [r for r in rungs if r not in na]
         missing = [r for r in rungs if (master_file.channel, f"{stem}-{r}") not in published
                    or published[(master_file.channel, f"{stem}-{r}")].status == Status.KEPT]
         if missing:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from .catalog import Master
+from .geometry import Framing, aspect_key, aspect_matches
 from .rows import Row
 from .spec.models import Channel, Preset, VideoPreset, recipe_hash
 from .video.layout import hls_files
@@ -27,6 +28,7 @@ class Derivative:
     path: str | None  # relative to OUT; None when the master cannot be named (bad id)
     error: str | None = None
     hls: str | None = None  # a file of an HLS set: its name inside the set's folder (hls.py)
+    framing: Framing | None = None  # the editor's focal point / crop box for a fill output
 
 
 @dataclass
@@ -108,6 +110,10 @@ def plan(
                     master.role, master.position, master.tags
                 ):
                     continue
+                framing = framing_for(master, channel.name, output.name,
+                                      presets[output.preset])
+                framed = {n: framed_hash(hashes[n], framing)
+                          for _, n in ladder_names(output.preset, presets[output.preset])}
                 for rung, preset_name in ladder_names(output.preset, presets[output.preset]):
                     name = output.name if rung is None else f"{output.name}-{rung}"
                     preset = concrete[preset_name]
@@ -120,12 +126,12 @@ def plan(
                             error = str(exc)
                     mp.derivatives.append(Derivative(
                         channel=channel.name, output=name, preset=preset_name,
-                        recipe_hash=hashes[preset_name], format=preset.format, path=path,
-                        error=error,
+                        recipe_hash=framed[preset_name], format=preset.format, path=path,
+                        error=error, framing=framing,
                     ))
                 mp.derivatives += _hls_derivatives(channel, output.path, output.name,
                                                    output.preset, presets[output.preset],
-                                                   master, hashes)
+                                                   master, framed)
         plans.append(mp)
     _mark_collisions(plans)
     return Plan(plans, concrete)
@@ -158,6 +164,39 @@ def _hls_derivatives(channel: Channel, pattern: str, output: str, name: str, pre
             format="m4s" if role == "media" else "m3u8",
             path=None if folder is None else f"{folder}/{inner}", error=error, hls=inner))
     return out
+
+
+def framing_for(master: Master, channel: str, output: str, preset: Preset) -> Framing | None:
+    """The master's framing for one output: for `fill` outputs only (nothing else crops), the
+    master's focal point and the box for `channel/output`, else the box whose aspect matches
+    the output's within 1%. Video outputs take the focal point only (boxes: images, stills)."""
+    resize = preset.resize
+    if resize.fit != "fill" or (master.focus is None and not master.boxes):
+        return None
+    assert resize.width is not None and resize.height is not None
+    box, key = None, None
+    if not isinstance(preset, VideoPreset):
+        named = dict(master.boxes)
+        if f"{channel}/{output}" in named:
+            key = f"{channel}/{output}"
+            box = named[key]
+        else:
+            for k, b in master.boxes:
+                ratio = aspect_key(k)
+                if ratio is not None and aspect_matches(ratio, resize.width, resize.height):
+                    key, box = k, b
+                    break
+    if master.focus is None and box is None:
+        return None
+    return Framing(focus=master.focus, box=box, key=key)
+
+
+def framed_hash(recipe: str, framing: Framing | None) -> str:
+    """A derivative's recipe hash with the editor's framing mixed in: moving a focal point or a
+    box changes the hash of exactly the outputs it crops, so the next run re-renders them."""
+    if framing is None:
+        return recipe
+    return hashlib.sha256(f"{recipe}|{framing.describe()}".encode()).hexdigest()[:32]
 
 
 def _engine_for(preset: Preset, engine_id: dict[str, str]) -> str:

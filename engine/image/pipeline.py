@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyvips
 
-from ..geometry import PYRAMID_MIN_RATIO, Box, Layout
+from ..errors import MasterError
+from ..geometry import (
+    PYRAMID_MIN_RATIO,
+    Box,
+    Framing,
+    Layout,
+    box_problem,
+    box_to_aspect,
+    focus_offset,
+)
 from ..geometry import layout as plan_layout
-from ..spec.models import ImagePreset, parse_colour
+from ..geometry import needed_scale as plan_scale
+from ..spec.models import ImagePreset, parse_colour, upscale_limit
 from . import decode as dec
 from . import ops
+from .encode import describe as describe_encoder
 from .encode import encode as save
 
 # An attention analysis looks at no more than this many canvases' worth of pixels.
@@ -75,7 +86,9 @@ class Lineage:
     trim: Box | None = None  # the content box trim found (None: no trim asked, or no border)
     shown: Box | None = None  # the part of the master the output shows, after trim and crop
     scale: float = 1.0  # output pixels per master pixel
-    crop: str | None = None  # how the crop window was placed: a gravity, "attention", or None
+    # how the crop window was placed: a gravity, "attention", "focus" (the editor's focal
+    # point), "editor" (the editor's crop box), or None
+    crop: str | None = None
 
 
 @dataclass
@@ -99,7 +112,9 @@ class Work:
     image: pyvips.Image = field(init=False, repr=False)  # scale, crop, pad
     data: bytes = b""  # encode
     quality: int = 0  # encode
+    encoder: str = ""  # encode: the saver and its options, as text (the manifest's `encoder`)
     lineage: Lineage = field(default_factory=Lineage)
+    framing: Framing | None = None  # the editor's focal point / crop box (fill outputs)
 
     def to_master(self, box: Box) -> Box:
         """A box of base pixels in master pixels (the base may be shrunk on load)."""
@@ -144,14 +159,43 @@ def layout(work: Work) -> Work:
     work.plan = plan_layout(max(1, round(src_w)), max(1, round(src_h)), work.preset.resize)
     work.size = work.plan.scaled
     work.lineage.scale = work.plan.scaled[0] / src_w
+    check_upscale(src_w, src_h, work.plan, upscale_limit(work.preset.upscale))
     return work
+
+
+def check_upscale(src_w: float, src_h: float, plan: Layout, limit: float | None) -> None:
+    """Refuse a plan that enlarges its source beyond the preset's `upscale` limit (one pixel
+    of rounding slack per side, so an exact 2x of an odd size still counts as 2x)."""
+    (sw, sh), (cw, ch) = plan.scaled, plan.canvas
+    if limit is None or (sw <= src_w * limit + 1 and sh <= src_h * limit + 1):
+        return
+    factor = max(sw / src_w, sh / src_h)
+    raise MasterError(
+        f"would upscale {round(src_w)}x{round(src_h)} to {cw}x{ch} ({factor:.2f}x, preset allows "
+        f"at most {limit:g}x): a larger master, or upscale = \"allow\" (or a factor) in the "
+        "preset")
 
 
 def window(work: Work) -> Work:
     """Fill: pick the window the crop keeps, before scale, so only that window is resized."""
-    plan, whole = work.plan, _whole(work)
+    # An editor's crop box wins over everything (trim included); a focal point places the
+    # window instead of gravity or attention, as near its centre as the frame allows.
+    plan, whole, framing = work.plan, _whole(work), work.framing
+    fill = work.preset.resize.fit == "fill"
+    if fill and framing is not None and framing.box is not None:
+        return _editor_window(work, framing)
     work.lineage.shown = work.to_master(whole)
     if plan.crop is None and not plan.smart_crop:
+        return work
+    if fill and framing is not None and framing.focus is not None:
+        base_w, base_h = work.pyramid.base.width, work.pyramid.base.height
+        (sw, sh), (cw, ch) = plan.scaled, plan.canvas
+        fx = (framing.focus[0] * base_w - whole.left) * sw / whole.width
+        fy = (framing.focus[1] * base_h - whole.top) * sh / whole.height
+        x, y = focus_offset(sw, sh, cw, ch, fx, fy)
+        work.region, work.size = _base_window(whole, plan, x, y), plan.canvas
+        work.lineage.shown = work.to_master(work.region)
+        work.lineage.crop = "focus"
         return work
     work.lineage.crop = work.preset.resize.gravity
     if plan.smart_crop and _analysis_shrink(plan) <= 1.0:
@@ -167,6 +211,46 @@ def window(work: Work) -> Work:
     work.region, work.size = _base_window(whole, plan, x, y), plan.canvas
     work.lineage.shown = work.to_master(work.region)
     return work
+
+
+def _editor_window(work: Work, framing: Framing) -> Work:
+    """The editor's box (master pixels), narrowed to the output's aspect, as the region."""
+    assert framing.box is not None
+    decoded = work.decoded
+    problem = box_problem(framing.box, decoded.width, decoded.height)
+    if problem:
+        x, y, w, h = framing.box
+        raise MasterError(f"crop box {framing.key} = [{x}, {y}, {w}, {h}] {problem}")
+    cw, ch = work.plan.canvas
+    box = box_to_aspect(framing.box, cw, ch)
+    try:  # a box smaller than the output enlarges it: as far as the preset allows
+        check_upscale(box.width, box.height, replace(work.plan, scaled=(cw, ch)),
+                      upscale_limit(work.preset.upscale))
+    except MasterError as exc:
+        x, y, w, h = framing.box
+        raise MasterError(f"crop box {framing.key} = [{x}, {y}, {w}, {h}]: {exc}") from None
+    sx = work.pyramid.base.width / decoded.width
+    sy = work.pyramid.base.height / decoded.height
+    left, top = round(box.left * sx), round(box.top * sy)
+    right = min(work.pyramid.base.width, max(left + 1, round((box.left + box.width) * sx)))
+    bottom = min(work.pyramid.base.height, max(top + 1, round((box.top + box.height) * sy)))
+    work.region, work.size = Box(left, top, right - left, bottom - top), (cw, ch)
+    work.lineage.shown = box
+    work.lineage.scale = cw / box.width
+    work.lineage.crop = "editor"
+    return work
+
+
+def needed_scale(src_w: int, src_h: int, preset: ImagePreset, framing: Framing | None) -> float:
+    """The scale of the whole master a derivative needs (decode shrinks on load to the largest
+    any derivative needs): an editor's box needs its own pixels at the output's size."""
+    resize = preset.resize
+    if (resize.fit == "fill" and framing is not None and framing.box is not None
+            and box_problem(framing.box, src_w, src_h) is None):
+        assert resize.width is not None and resize.height is not None
+        box = box_to_aspect(framing.box, resize.width, resize.height)
+        return min(1.0, max(resize.width / box.width, resize.height / box.height))
+    return plan_scale(src_w, src_h, resize, preset.trim is not None)
 
 
 def _whole(work: Work) -> Box:
@@ -204,6 +288,10 @@ def _base_window(whole: Box, plan: Layout, x: float, y: float) -> Box:
 
 def scale(work: Work) -> Work:
     """Resize the region from the nearest in-memory intermediate (Pyramid); once per size."""
+    shown, limit = work.lineage.shown, upscale_limit(work.preset.upscale)
+    if work.lineage.crop == "editor" and shown is not None and limit is not None:
+        check_upscale(shown.width, shown.height, Layout(work.size, None, False, work.size,
+                                                        (0, 0)), limit)  # an editor's box
     work.image = work.pyramid.scaled(work.region, *work.size)
     return work
 
@@ -228,6 +316,7 @@ def pad(work: Work) -> Work:
 def encode(work: Work) -> Work:
     """Save, metadata stripped, under the byte budget: last, as the budget re-encodes pixels."""
     work.data, work.quality = save(work.image, work.preset)
+    work.encoder = describe_encoder(work.preset, work.quality)
     return work
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import pyvips
 
 from ..errors import MasterError
-from ..geometry import Box, needed_scale
+from ..geometry import Box, Framing
 from ..spec.models import ImagePreset
 from . import decode as dec
 from . import pipeline
-from .pipeline import BaseKey, Pyramid
+from .pipeline import BaseKey, Lineage, Pyramid
 
 __all__ = ["ENGINE_ID", "MasterRenderer", "Pyramid", "Rendered", "decode_for", "from_image",
            "render_all", "render_decoded"]
@@ -34,6 +34,9 @@ class Rendered:
     height: int
     quality: int | None
     render_ms: float
+    lineage: Lineage | None = None  # what the pipeline decided (trim, region shown, scale, crop)
+    source: tuple[int, int] | None = None  # the master's oriented size
+    encoder: str | None = None  # the saver and its options
 
 
 class MasterRenderer:
@@ -44,10 +47,11 @@ class MasterRenderer:
         self._pyramids: dict[BaseKey, Pyramid] = {}
         self._trims: dict[tuple[BaseKey, float], Box | None] = {}
 
-    def render(self, preset: ImagePreset) -> Rendered:
+    def render(self, preset: ImagePreset, framing: Framing | None = None) -> Rendered:
         """One derivative: pipeline.STEPS in order, on this master's shared caches."""
         start = time.perf_counter()
-        work = pipeline.run(pipeline.Work(preset, self.decoded, self._pyramids, self._trims))
+        work = pipeline.run(pipeline.Work(preset, self.decoded, self._pyramids, self._trims,
+                                          framing=framing))
         return Rendered(
             data=work.data,
             format=preset.format,
@@ -55,32 +59,42 @@ class MasterRenderer:
             height=work.image.height,
             quality=work.quality if preset.format != "png" else None,
             render_ms=(time.perf_counter() - start) * 1000,
+            lineage=work.lineage,
+            source=(self.decoded.width, self.decoded.height),
+            encoder=work.encoder,
         )
 
 
-def decode_for(data: bytes, presets: list[ImagePreset], max_pixels: int) -> dec.Decoded:
-    """Probe, then decode once at the largest size any of `presets` needs."""
+def decode_for(data: bytes, presets: list[ImagePreset], max_pixels: int,
+               framings: list[Framing | None] | None = None) -> dec.Decoded:
+    """Probe, then decode once at the largest size any of `presets` needs (an editor's crop
+    box needs its own pixels at the output's size: `framings`, one per preset)."""
     header = dec.probe(data, max_pixels)
     scale = max(
-        (needed_scale(header.width, header.height, p.resize, p.trim is not None) for p in presets),
+        (pipeline.needed_scale(header.width, header.height, p, f)
+         for p, f in zip(presets, framings or [None] * len(presets), strict=True)),
         default=1.0,
     )
     return dec.decode(data, header, scale)
 
 
 def render_all(
-    data: bytes, presets: dict[str, ImagePreset], max_pixels: int = dec.DEFAULT_MAX_PIXELS
+    data: bytes, presets: dict[str, ImagePreset], max_pixels: int = dec.DEFAULT_MAX_PIXELS,
+    framings: dict[str, Framing] | None = None,
 ) -> tuple[dict[str, Rendered | MasterError], float]:
     """Render each distinct recipe (keyed by recipe hash) of one master.
 
     Largest outputs go first so their in-memory intermediates can serve the smaller ones.
     Returns per-recipe results (a MasterError for a recipe that failed alone) and decode ms.
-    Raises MasterError when the master itself cannot be decoded.
+    Raises MasterError when the master itself cannot be decoded. `framings`: the editor's focal
+    point / crop box of a recipe (by hash), for fill outputs.
     """
     start = time.perf_counter()
-    decoded = decode_for(data, list(presets.values()), max_pixels)
+    framings = framings or {}
+    decoded = decode_for(data, list(presets.values()), max_pixels,
+                         [framings.get(h) for h in presets])
     decode_ms = (time.perf_counter() - start) * 1000
-    return render_decoded(decoded, presets), decode_ms
+    return render_decoded(decoded, presets, framings), decode_ms
 
 
 def from_image(image: pyvips.Image) -> dec.Decoded:
@@ -89,7 +103,8 @@ def from_image(image: pyvips.Image) -> dec.Decoded:
 
 
 def render_decoded(
-    decoded: dec.Decoded, presets: dict[str, ImagePreset]
+    decoded: dec.Decoded, presets: dict[str, ImagePreset],
+    framings: dict[str, Framing] | None = None,
 ) -> dict[str, Rendered | MasterError]:
     """Each recipe from one decoded master; a recipe that fails gets its MasterError."""
     renderer = MasterRenderer(decoded)
@@ -100,7 +115,7 @@ def render_decoded(
     results: dict[str, Rendered | MasterError] = {}
     for recipe, preset in order:
         try:
-            results[recipe] = renderer.render(preset)
+            results[recipe] = renderer.render(preset, (framings or {}).get(recipe))
         except MasterError as exc:
             results[recipe] = exc
         except pyvips.Error as exc:

@@ -26,6 +26,7 @@ import av
 import pyvips
 
 from ..errors import MasterError
+from ..geometry import Framing
 from ..spec.models import VideoPreset
 from .audio import AudioTrack, audio_tracks
 from .branch import Branch, VideoRendered
@@ -55,13 +56,16 @@ class _Pass:
     """State of one decode pass: built on the first frame (size, rotation, pixel format)."""
 
     def __init__(self, container: av.container.InputContainer, source: Source,
-                 presets: dict[str, VideoPreset], frames: list[float | str], workdir: Path) -> None:
+                 presets: dict[str, VideoPreset], frames: list[float | str], workdir: Path,
+                 framings: dict[str, Framing] | None = None) -> None:
         self.container, self.source = container, source
         self.presets, self.workdir = presets, workdir
+        self.framings = framings or {}
         self.vstream = container.streams.video[0]
         self.vstream.thread_type = "AUTO"
         self.astream = container.streams.audio[0] if container.streams.audio else None
         self.outputs: list[Branch] = []
+        self.refused: dict[str, MasterError] = {}
         self.tracks: list[AudioTrack] = []
         self.graph: av.filter.Graph | None = None
         self.src: av.filter.context.FilterContext | None = None
@@ -80,8 +84,12 @@ class _Pass:
         if self.rotation % 180:
             upright = (frame.height, frame.width)
         tb = self.vstream.time_base or Fraction(1, 90000)
-        self.outputs = [Branch(r, p, upright, self.source.fps, tb, self.workdir)
-                        for r, p in self.presets.items()]
+        branches = [Branch(r, p, upright, self.source.fps, tb, self.workdir,
+                           self.framings.get(r))
+                    for r, p in self.presets.items()]
+        # An output refused before any frame (an upscale, a rung above the master) is no branch.
+        self.refused = {b.recipe: b.error for b in branches if b.error is not None}
+        self.outputs = [b for b in branches if b.error is None]
         for out in self.outputs:
             out.open()
         if self.outputs:
@@ -147,7 +155,9 @@ class _Pass:
                 out.take()
         for track in self.tracks:
             track.push(None)
-        return {out.recipe: out.finish() for out in self.outputs}
+        done: dict[str, VideoRendered | MasterError] = dict(self.refused)
+        done.update({out.recipe: out.finish() for out in self.outputs})
+        return done
 
 
 def render_video(
@@ -157,6 +167,7 @@ def render_video(
     workdir: Path,
     max_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
     max_duration_s: float = DEFAULT_MAX_VIDEO_S,
+    framings: dict[str, Framing] | None = None,
 ) -> VideoPass:
     """Every video recipe (keyed by recipe hash) and every still of one master, in one pass.
 
@@ -167,7 +178,7 @@ def render_video(
     container = open_master(data)
     try:
         source = describe_source(container, max_pixels, max_duration_s)
-        state = _Pass(container, source, presets, frames, workdir)
+        state = _Pass(container, source, presets, frames, workdir, framings)
         streams = [s for s in (state.vstream, state.astream) if s is not None]
         try:
             for packet in container.demux(*streams):

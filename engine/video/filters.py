@@ -10,11 +10,12 @@ ffmpeg command line.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 
 import av
 
-from ..geometry import Layout
+from ..geometry import Box, Layout, focus_offset
 from ..spec.models import VideoPreset, parse_colour
 
 Chain = list[tuple[str, str]]
@@ -64,6 +65,18 @@ def branch_filters(p: VideoPreset, plan: Layout, fps: Fraction | None) -> Chain:
     steps.append(("format", "pix_fmts=" + ("rgb24" if p.animated else "yuv420p")))
     steps.append(("setsar", "1"))
     return steps
+
+
+def focus_crop(plan: Layout, focus: tuple[float, float]) -> Layout:
+    """A video_layout plan whose fill crop is placed on the editor's focal point (fractions of
+    the upright frame) instead of by gravity: as near the window's centre as the frame allows,
+    offsets even (4:2:0)."""
+    if plan.crop is None:
+        return plan
+    (sw, sh), (cw, ch) = plan.scaled, plan.canvas
+    x, y = focus_offset(sw, sh, cw, ch, focus[0] * sw, focus[1] * sh)
+    left, top = min(round(x), sw - cw), min(round(y), sh - ch)
+    return replace(plan, crop=Box(left - left % 2, top - top % 2, cw, ch))
 
 
 def add_chain(graph: av.filter.Graph, upstream: av.filter.context.FilterContext, pad: int,
