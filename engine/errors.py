@@ -41,6 +41,12 @@ class MasterError(FanoutError):
     """One master (or one of its derivatives) could not be rendered; the rest of the run goes on."""
 
 
+class NotApplicable(MasterError):
+    """A derivative deliberately not made for this master (a ladder rung above its size, a master
+    below a channel's minimum source size where the channel says skip): an `n/a` row, not a
+    failure. Anything that does not know it reads it as a MasterError (a failure)."""
+
+
 class RemovalRefused(ConfigError):
     """A run would remove more published files than the removal guard allows; nothing changed."""
 

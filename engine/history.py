@@ -203,7 +203,8 @@ def with_status(rows: pa.Table, run_id: str, status: Status) -> pa.Table:
 
 def failing_masters(rows: list[Row], into: dict[str, str]) -> None:
     """Note a master none of whose derivatives stands tonight, with its first error."""
-    if rows and not any(r.status in (Status.OK, Status.SKIPPED) for r in rows):
+    if rows and not any(r.status in (Status.OK, Status.SKIPPED, Status.NOT_APPLICABLE)
+                        for r in rows):
         error = next((r.error for r in rows if r.error), None)
         into[rows[0].master_id] = error or "not rendered"
 

@@ -26,6 +26,10 @@ class Status(StrEnum):
     FAILED = "failed"  # failed, and no earlier file to serve (path null)
     KEPT = "kept"  # failed, and the last good file stays published
     REMOVED = "removed"  # history only: a stale row whose file this run deleted
+    # Deliberately not made: a ladder rung above the master's own size, or a master below
+    # its channel's min_source_long_side where the channel says below_min_source = "skip".
+    # Not published (path null), not a failure (the exit code and summaries do not count it).
+    NOT_APPLICABLE = "n/a"
 
 
 PUBLISHED = (Status.OK.value, Status.SKIPPED.value, Status.KEPT.value)  # a file is served
@@ -33,6 +37,7 @@ PUBLISHED = (Status.OK.value, Status.SKIPPED.value, Status.KEPT.value)  # a file
 # Column types beyond the default (str -> string, float -> float64).
 Int32 = Annotated[int | None, pa.int32()]
 Int64 = Annotated[int | None, pa.int64()]
+Float64 = Annotated[float | None, pa.float64()]
 Tags = Annotated[list[str] | None, pa.list_(pa.string())]
 Extra = Annotated[dict[str, str] | None, pa.map_(pa.string(), pa.string())]
 
@@ -75,6 +80,20 @@ class Row:
     title: str | None = None
     tags: Tags = None
     extra: Extra = None  # every other listing column, as text
+    # Lineage: where the file's pixels came from (README, "Output and manifest").
+    source_width: Int32 = None  # the master, oriented (a video's upright frame)
+    source_height: Int32 = None
+    region_x: Int32 = None  # the part of the master the output shows, after trim and crop
+    region_y: Int32 = None
+    region_w: Int32 = None
+    region_h: Int32 = None
+    trim_x: Int32 = None  # the trim box (null: no trim asked, or nothing to trim)
+    trim_y: Int32 = None
+    trim_w: Int32 = None
+    trim_h: Int32 = None
+    scale: Float64 = None  # output pixels per master pixel (> 1: enlarged)
+    crop_by: str | None = None  # centre, a gravity, attention, focus, editor; null: no crop
+    encoder: str | None = None  # the encoder and the settings that decided the bytes
 
     @property
     def key(self) -> tuple[str, str | None, str | None]:

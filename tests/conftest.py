@@ -31,3 +31,19 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("demo")
     result = CliRunner().invoke(main, ["demo", "--out", str(folder)], catch_exceptions=False)
     return result, folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by playwright (.ci/run installs chromium; the tests never
+    install anything: without it, a browser test skips and says why)."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install '.[test]'")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does)")
+    with sync_api.sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()

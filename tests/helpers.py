@@ -12,7 +12,13 @@ import pyvips
 
 
 def read(out: Path | str) -> pa.Table:
-    """OUT's manifest as a user reads it: the Parquet file, with pyarrow, not through fanout."""
+    """OUT's manifest as a user reads it: the Parquet file, with pyarrow (and fsspec for an
+    object-store OUT), not through fanout."""
+    if "://" in str(out):
+        import fsspec
+
+        with fsspec.open(f"{str(out).rstrip('/')}/manifest.parquet", "rb") as fh:
+            return pq.read_table(fh)
     return pq.read_table(Path(out) / "manifest.parquet")
 
 

@@ -52,7 +52,7 @@ def test_a_misspelt_column_cannot_pass_silently():
     from engine import Row
 
     with pytest.raises(TypeError):
-        Row(master_id="a", sha265="00")  # noqa: the misspelling is the point
+        Row(master_id="a", sha265="00")  # the misspelling is the point
     with pytest.raises(KeyError):
         Row(master_id="a")["sha265"]
     assert Row(master_id="a")["sha256"] is None

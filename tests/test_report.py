@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import problem_images as P
@@ -12,24 +11,6 @@ from helpers import read
 from engine import api
 
 pytestmark = pytest.mark.slow  # a real browser
-
-
-def chromium() -> str:
-    """Debian's chromium (.ci/run installs it; the tests never install anything)."""
-    found = shutil.which("chromium")
-    if found is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install '.[test]'")
-    executable = chromium()
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -274,7 +274,7 @@ def test_a_corrupt_manifest_stops_the_run_and_recover_rebuilds_it(published):
 def test_new_history_rows_name_their_status(published):
     _, listing, out = published
     statuses = {str(s) for s in manifest.Status}
-    assert statuses == {"ok", "skipped", "failed", "kept", "removed"}
+    assert statuses == {"ok", "skipped", "failed", "kept", "removed", "n/a"}
     assert os.path.isdir(out / "_config") and len(list((out / "_config").iterdir())) == 1
 
 

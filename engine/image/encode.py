@@ -35,6 +35,15 @@ SAVE_OPTIONS: dict[str, Callable[[ImagePreset, int], dict[str, object]]] = {
 }
 
 
+def describe(preset: ImagePreset, quality: int) -> str:
+    """The saver and the options that decided the bytes, as text for the manifest, e.g.
+    "jpegsave Q=85 optimize_coding=1 interlace=1" (metadata is always stripped: not listed)."""
+    options = SAVE_OPTIONS[preset.format](preset, quality)
+    shown = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in options.items()
+             if k != "keep"]
+    return " ".join([formats.output(preset.format).saver or preset.format, *shown])
+
+
 def _saver(preset: ImagePreset) -> Callable[[pyvips.Image, int], bytes]:
     operation = f"{formats.output(preset.format).saver}_buffer"
     options = SAVE_OPTIONS[preset.format]

@@ -12,7 +12,7 @@ import re
 import string
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .. import formats
 
@@ -72,6 +72,18 @@ def _check_colour(value: str) -> str:
     return value.lower()
 
 
+# How far a preset may enlarge its source: "allow" (the default: any factor), "never" (at most
+# 1x) or a maximum factor (>= 1). A derivative beyond it fails alone (pipeline.check_upscale).
+Upscale = Literal["never", "allow"] | Annotated[float, Field(ge=1)]
+
+
+def upscale_limit(value: str | float) -> float | None:
+    """The largest enlargement a preset's `upscale` allows (None: any)."""
+    if value == "allow":
+        return None
+    return 1.0 if value == "never" else float(value)
+
+
 class Trim(Strict):
     """Remove a near-uniform border (the background around a product)."""
 
@@ -124,6 +136,7 @@ class ImagePreset(Strict):
     # Set on a poster or thumbnail recipe: the image is a frame of a video master (at this many
     # seconds, or "best": a representative frame, not black, not blurred), not an image master.
     frame: Annotated[float, Field(ge=0)] | Literal["best"] | None = None
+    upscale: Upscale = "allow"
 
     _check_bg = field_validator("background")(_check_colour)
 
@@ -169,10 +182,15 @@ class ImagePreset(Strict):
 
     def recipe(self) -> dict:
         """Everything that determines the output bytes (the description does not)."""
-        data = self.model_dump(exclude={"description"})
+        data = self.model_dump(exclude={"description"} | _default_upscale(self))
         data["quality"] = self.effective_quality
         data["effort"] = self.effective_effort
         return data
+
+
+def _default_upscale(preset: ImagePreset | VideoPreset) -> set[str]:
+    """`upscale` is left out of a recipe at its default, so existing recipe hashes stand."""
+    return {"upscale"} if preset.upscale == "allow" else set()
 
 
 # Default constant-quality settings per codec (ffmpeg's defaults for x264/x265; the usual
@@ -201,6 +219,12 @@ def _twice(key: str, what: str, names: list[str]) -> list[str]:
                             f"found {name!r}, which {key}[{first[name]}] has too")
         first.setdefault(name, i)
     return problems
+
+
+def _area(rung: Rung) -> int:
+    """A rung's box area, for ordering a ladder (a missing side counts as the other)."""
+    w, h = rung.width or rung.height or 0, rung.height or rung.width or 0
+    return w * h
 
 
 class Rung(Strict):
@@ -238,6 +262,11 @@ class VideoPreset(Strict):
     quality: Annotated[int, Field(ge=1, le=100)] = 75  # animated WebP only
     ladder: Annotated[list[Rung], Field(min_length=1)] | None = None
     hls: bool = False  # a ladder in mp4 also writes HLS playlists over fMP4 (video/hls.py)
+    upscale: Upscale = "allow"
+    # Set by rungs() on each concrete rung: the frame box of the next smaller rung of its ladder
+    # ((None, None): it is the smallest). Not part of the recipe (branch.py uses it to decide
+    # which rung a small master tops out at).
+    _rung_below: tuple[int | None, int | None] | None = PrivateAttr(default=None)
 
     _check_bg = field_validator("background")(_check_colour)
 
@@ -359,11 +388,20 @@ class VideoPreset(Strict):
         out = []
         for rung in self.ladder:
             resize = self.resize.model_copy(update={"width": rung.width, "height": rung.height})
-            out.append((rung.name, self.model_copy(update={
+            concrete = self.model_copy(update={
                 "ladder": None, "hls": False, "resize": resize, "bitrate_kbps": rung.bitrate_kbps,
                 "maxrate_kbps": rung.maxrate_kbps, "bufsize_kbps": rung.bufsize_kbps,
-            })))
+            })
+            smaller = [r for r in self.ladder if _area(r) < _area(rung)]
+            below = max(smaller, key=_area, default=None)
+            concrete._rung_below = (None, None) if below is None else (below.width, below.height)
+            out.append((rung.name, concrete))
         return out
+
+    @property
+    def rung_below(self) -> tuple[int | None, int | None] | None:
+        """A ladder rung's next smaller rung's box ((None, None): none); None: not a rung."""
+        return self._rung_below
 
     def audio_key(self) -> tuple | None:
         """What decides the encoded audio: outputs with one key share one audio encode."""
@@ -373,7 +411,8 @@ class VideoPreset(Strict):
                 self.start_s, self.max_duration_s)
 
     def recipe(self) -> dict:
-        data = self.model_dump(exclude={"description"} | (set() if self.hls else {"hls"}))
+        data = self.model_dump(exclude={"description"} | (set() if self.hls else {"hls"})
+                               | _default_upscale(self))
         data.update(codec=self.effective_codec, audio=self.effective_audio, crf=self.effective_crf,
                     speed=self.effective_speed, bufsize_kbps=self.effective_bufsize_kbps)
         return data
@@ -478,6 +517,10 @@ class Rules(Strict):
     max_bitrate_kbps: Annotated[int, Field(ge=1)] | None = None
     max_duration_s: Annotated[float, Field(gt=0)] | None = None
     max_fps: Annotated[float, Field(gt=0)] | None = None
+    # The master itself: its long side (oriented pixels) at least this (Amazon's zoom needs
+    # 1000); below it a derivative fails, or with below_min_source = "skip" is recorded `n/a`.
+    min_source_long_side: Annotated[int, Field(ge=1)] | None = None
+    below_min_source: Literal["fail", "skip"] = "fail"
 
     def merged(self, override: Rules | None) -> Rules:
         """These rules with an output's own rules on top."""

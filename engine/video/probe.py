@@ -122,9 +122,12 @@ def describe_output(path: Path, fmt: str) -> VideoFacts:
             end = max(end, float(stop * packet.time_base))
         start = float((video.start_time or 0) * video.time_base)
         duration = max(0.0, end - start)
+        # What a player shows: the container's duration, the longest of its streams (audio
+        # may outlast the picture); bitrate and fps stay the video stream's own.
+        shown = container.duration / av.time_base if container.duration else duration
         return VideoFacts(
             format=fmt, width=video.codec_context.width, height=video.codec_context.height,
-            duration_s=duration, video_codec=CODEC_NAMES.get(video.codec_context.name,
+            duration_s=max(duration, shown), video_codec=CODEC_NAMES.get(video.codec_context.name,
                                                              video.codec_context.name),
             audio_codec=audio.codec_context.name if audio is not None else None,
             bitrate=round(size * 8 / duration) if duration else None,
