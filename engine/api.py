@@ -166,12 +166,11 @@ def _refuse_out_in_catalog(catalog: str | Path, store: Store) -> None:
                           "become masters of the next run: choose another folder")
 
 
-def _claim_new_paths(the_plan: Plan, previous: pa.Table, store: Store,
+def _claim_new_paths(the_plan: Plan, recorded: set[str], store: Store,
                      masters: list[str]) -> list[str]:
-    """The planned paths no earlier row recorded: they may hold a file fanout did not write,
-    which a derivative must never overwrite (it fails instead). Returns the free ones, which
-    the run may create."""
-    recorded = set(previous.column("path").drop_null().to_pylist())
+    """The planned paths no earlier row records (`recorded`): they may hold a file fanout did
+    not write, which a derivative must never overwrite (it fails instead). Returns the free
+    ones, which the run may create."""
     new = {d.path for mp in the_plan.masters for d in mp.derivatives
            if d.path is not None and d.error is None and d.path not in recorded}
     taken = store.existing(sorted(new))
@@ -286,15 +285,15 @@ class _Night:
         """Settle what an interrupted run left, apply the removal guard, claim new paths."""
         store = self.store
         self.previous, meta = manifest.read_state(store)
-        recorded = set(manifest.claimed_paths(self.previous).to_pylist())
+        self.recorded = set(manifest.claimed_paths(self.previous).to_pylist())
         store.sweep_temporaries()
         self.cleaned = history.finish_interrupted(
-            store, manifest.meta_value(meta, manifest.META_RUN), recorded, self.protect)
+            store, manifest.meta_value(meta, manifest.META_RUN), self.recorded, self.protect)
         self._replan_unknown_kinds()
         history.guard(history.predict_removals(self.previous, self.plan.masters, self.selected,
                                                keep_stale),
                       allow, max_removals, store.location)
-        self.writes = _claim_new_paths(self.plan, self.previous, store, self.protect)
+        self.writes = _claim_new_paths(self.plan, self.recorded, store, self.protect)
         manifest.write_journal(store, self.settings.run_id, self.writes, [])
         self.prepare = (history.previous_index(self.previous, self.selected)
                         if self.previous.num_rows else None)
@@ -367,8 +366,8 @@ class _Night:
         if self.committed or self.writes is None:
             return
         try:
-            recorded = set(manifest.claimed_paths(self.previous).to_pylist())
-            self.store.remove([p for p in self.writes if p not in recorded], self.protect)
+            self.store.remove([p for p in self.writes if p not in self.recorded],
+                              self.protect)
             self.store.remove([manifest.history_path(self.settings.run_id,
                                                      manifest.PENDING_SUFFIX)])
             self.store.sweep_temporaries()
@@ -520,7 +519,8 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
     import json
 
     from .publish.feeds import check_base_url
-    from .publish.gallery import gallery as build, gallery_html
+    from .publish.gallery import gallery as build
+    from .publish.gallery import gallery_html
 
     out_path, rows = _published_rows(out)
     base = "." if base_url == "." else check_base_url(base_url)

@@ -188,15 +188,19 @@ def _render_video_master(
     return results, done.decode_ms
 
 
-def fail_master(mp: MasterPlan, settings: JobSettings, error: str,
-                base: Row | None = None) -> list[Row]:
+def fail_master(mp: MasterPlan, settings: JobSettings, error: str) -> list[Row]:
     """A `failed` row for every derivative of the master (one row if it has none); a
-    derivative whose earlier file still stands keeps it (`kept`)."""
-    base = base or _base_row(mp, settings.run_id, None)
+    derivative whose earlier file still stands keeps it (`kept`). For the scheduler, when a
+    master's task itself died."""
+    return keep_last_good(_failed_all(mp, _base_row(mp, settings.run_id, None), error),
+                          mp, settings)
+
+
+def _failed_all(mp: MasterPlan, base: Row, error: str) -> list[Row]:
     message = f"{mp.master.path}: {error}"
     if not mp.derivatives:
         return [_failed(base, None, message)]
-    return keep_last_good([_failed(base, d, message) for d in mp.derivatives], mp, settings)
+    return [_failed(base, d, message) for d in mp.derivatives]
 
 
 def keep_last_good(rows: list[Row], mp: MasterPlan, settings: JobSettings) -> list[Row]:
@@ -233,8 +237,8 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
     master = mp.master
     base = _base_row(mp, settings.run_id, None)
 
-    def fail_all(error: str) -> list[Row]:
-        return fail_master(mp, settings, error, base)
+    def fail_all(error: str) -> list[Row]:  # render_master keeps what still stands
+        return _failed_all(mp, base, error)
 
     if master.errors:
         return fail_all(master.error or "")

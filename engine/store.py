@@ -249,15 +249,15 @@ class Store:
         count = 0
         for relative in relative_paths:
             target = self.path(relative)
-            if self.unsafe(relative) is not None or target in keep:
+            if self.unsafe(relative) is not None:
                 continue
-            if self.local:
+            if self.local:  # a master may be named by another spelling of its path
                 if os.path.realpath(target) in keep or self.size(relative) is None:
                     continue
                 os.unlink(target)
                 self._prune(Path(target).parent)
             else:
-                if not self.fs.isfile(target):
+                if target in keep or not self.fs.isfile(target):
                     continue
                 self.fs.rm_file(target)
             count += 1
