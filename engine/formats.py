@@ -50,6 +50,16 @@ def text(*starts: bytes) -> Match:
     return lambda head: head.lstrip()[:8].startswith(starts)
 
 
+def svg_text() -> Match:
+    """An SVG: `<svg` or `<?xml` first (after a BOM and whitespace), or a comment or DOCTYPE
+    first with `<svg` in the head (Illustrator and Inkscape exports start so)."""
+    def match(head: bytes) -> bool:
+        start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+        return start.startswith((b"<svg", b"<?xml")) or (
+            start.startswith((b"<!--", b"<!DOCTYPE svg")) and b"<svg" in head)
+    return match
+
+
 def packets(size: int, sync_at: int = 0) -> Match:
     """A stream of `size`-byte packets with the MPEG-TS sync byte 0x47 at `sync_at` of each, for
     the first TS_PACKETS packets (so the head must hold them all)."""
@@ -76,6 +86,7 @@ class Format:
     signatures: tuple[Match, ...] = ()  # any one of them recognises a master
     # Images: libvips operations (base names; `_buffer` and `_source` variants are the same).
     loaders: tuple[str, ...] = ()
+    decoder: str | None = None  # a master libvips does not read: the library that decodes it
     saver: str | None = None
     alpha: bool = False  # an output keeps the alpha channel (otherwise it is flattened)
     lossy: bool = False  # a quality setting, hence a byte budget (max_bytes), applies
@@ -100,8 +111,11 @@ class Format:
 
 
 REGISTRY: tuple[Format, ...] = (
+    # An Ultra HDR JPEG (gain map) is sniffed by libvips as uhdrload: fanout reads its SDR
+    # image with jpegload (image/decode.py), like any JPEG.
     Format("jpeg", "image", ("jpg", "jpeg"), "image/jpeg", master=True, output=True,
-           signatures=(prefix(b"\xff\xd8\xff"),), loaders=("jpegload",), saver="jpegsave",
+           signatures=(prefix(b"\xff\xd8\xff"),), loaders=("jpegload", "uhdrload"),
+           saver="jpegsave",
            lossy=True, quality=85, effort=0, max_effort=0, max_side=65500),
     Format("gif", "image", ("gif",), "image/gif", master=True, animated=True,
            signatures=(prefix(b"GIF87a", b"GIF89a"),), loaders=("gifload",), saver="gifsave"),
@@ -112,14 +126,15 @@ REGISTRY: tuple[Format, ...] = (
     # Effort is chosen deliberately. AVIF (libaom via libheif), measured here on a 1440x960
     # photo, one thread: effort 0/1/2/3/4 took 107/113/317/511/1503 ms for 9.6/8.0/8.4/8.4/5.7 KB
     # at the same error; 1 is the sweet spot for a batch. 16384 a side is libheif's default limit.
-    # mif1/msf1 are HEIF's generic brands, which AVIF encoders use too; a HEVC one is refused at
-    # decode (image/decode.py checks the compression: this libvips build has no HEVC).
+    # mif1/msf1 are HEIF's generic brands, which AVIF encoders use too; an HEVC one goes to the
+    # heif decoder (image/decode.py checks the compression: this libvips build has no HEVC).
     Format("avif", "image", ("avif",), "image/avif", master=True, output=True,
            signatures=(ftyp(b"avif", b"avis", b"mif1", b"msf1"),), loaders=("heifload",),
            saver="heifsave", alpha=True, lossy=True, quality=55, effort=1, max_effort=9,
            max_side=16384),
-    Format("heif", "image", ("heic", "heif"), "image/heif",
-           signatures=(ftyp(b"heic", b"heix", b"heim", b"heis"),)),
+    # HEIC (HEVC) from phones: pi-heif's libheif with libde265 (image/heif.py).
+    Format("heif", "image", ("heic", "heif"), "image/heif", master=True,
+           signatures=(ftyp(b"heic", b"heix", b"heim", b"heis"),), decoder="pi-heif"),
     Format("png", "image", ("png",), "image/png", master=True, output=True,
            signatures=(prefix(b"\x89PNG\r\n\x1a\n"),), loaders=("pngload",), saver="pngsave",
            alpha=True, quality=100, effort=6, max_effort=9, max_side=1 << 31),
@@ -131,7 +146,9 @@ REGISTRY: tuple[Format, ...] = (
     Format("jxl", "image", ("jxl",), "image/jxl",
            signatures=(prefix(b"\x00\x00\x00\x0cJXL \r\n\x87\n", b"\xff\x0a"),)),
     Format("jp2", "image", ("jp2",), "image/jp2", signatures=(prefix(b"\x00\x00\x00\x0cjP  "),)),
-    Format("svg", "image", ("svg",), "image/svg+xml", signatures=(text(b"<svg", b"<?xml"),)),
+    # Rasterised by resvg after safety checks, never by libvips' librsvg (image/svg.py).
+    Format("svg", "image", ("svg",), "image/svg+xml", master=True, signatures=(svg_text(),),
+           decoder="resvg"),
     Format("pdf", "image", ("pdf",), "application/pdf", signatures=(prefix(b"%PDF"),)),
     # Videos: every container FFmpeg reads is a master.
     Format("mov", "video", ("mov",), "video/quicktime", master=True, signatures=(ftyp(b"qt  "),)),

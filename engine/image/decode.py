@@ -3,10 +3,21 @@
 Order: sniff the loader (only formats fuzzed for untrusted input) -> read the header and check
 the pixel limit -> reload with shrink-on-load at the largest size any derivative needs ->
 sRGB -> copy into memory (truncated or corrupt data fails here, not as a grey half) -> orient.
+
+Three kinds of master take another road to the same result (see each module):
+- HEIC/HEIF with HEVC (phones): heif.py, through pi-heif's libheif and libde265 (this libvips
+  decodes AV1 only); header first, then the primary image, upright by libheif.
+- SVG: svg.py, rasterised by resvg after safety checks, at the size the outputs need. A vector
+  master's `Decoded` size is the raster's own: every derivative is then made by shrinking (or
+  keeping) that raster, so no step sees an upscale from the vector.
+- Ultra HDR (gain map) JPEGs: libvips sniffs them as uhdrload; the SDR image they carry is an
+  ordinary JPEG, read with jpegload (shrink-on-load, orientation, ICC as every JPEG); the gain
+  map is ignored.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pyvips
@@ -15,7 +26,12 @@ from .. import formats
 from ..errors import MasterError
 from ..geometry import jpeg_shrink
 from ..limits import DEFAULT_MAX_PIXELS
-from . import ops
+from . import heif, ops, svg
+
+# fanout's own names for the masters libvips does not read (Header.loader)
+HEIF = "heif"
+SVG = "svg"
+JPEG = "jpegload_buffer"
 
 
 def master_format(loader: str) -> formats.Format | None:
@@ -53,9 +69,11 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Header:
-    loader: str
-    width: int  # oriented
+    loader: str  # a libvips loader, or HEIF / SVG
+    width: int  # oriented (an SVG: its intrinsic size, rounded up)
     height: int
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the limit, for an SVG's raster (sized at decode)
+    vector: svg.SvgHeader | None = None  # an SVG's exact intrinsic size
 
 
 def _oriented(image: pyvips.Image) -> tuple[int, int]:
@@ -69,6 +87,13 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """Read the header only: which loader, how big once upright. Raises MasterError if refused."""
     if not data:
         raise MasterError("empty file (0 bytes)")
+    sniffed = formats.sniff_format(data[:formats.SNIFF_BYTES])
+    if sniffed is not None and sniffed.name == "svg":
+        vector = svg.probe(data, max_pixels)
+        return Header(loader=SVG, width=math.ceil(vector.width), height=math.ceil(vector.height),
+                      max_pixels=max_pixels, vector=vector)
+    if sniffed is not None and sniffed.name == "heif":
+        return _heif_header(data, max_pixels)
     try:
         image = pyvips.Image.new_from_buffer(data, "", access="sequential")
     except pyvips.Error as exc:
@@ -79,31 +104,82 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
             f"image format not supported ({loader.removesuffix('_buffer').removesuffix('load')})"
         )
     if loader == "heifload_buffer" and image.get_typeof("heif-compression"):
-        compression = image.get("heif-compression")
-        if compression != "av1":  # this libvips build decodes AVIF only: no HEVC, no JPEG-in-HEIF
-            raise MasterError(f"image format not supported (HEIF with {compression} compression)")
+        if image.get("heif-compression") != "av1":  # libvips here decodes AV1 only
+            return _heif_header(data, max_pixels)  # an HEIC under a generic brand (mif1)
+    if loader == "uhdrload_buffer":  # an Ultra HDR JPEG: its SDR image, as any JPEG
+        loader = JPEG
+        try:
+            image = pyvips.Image.jpegload_buffer(data, access="sequential")
+        except pyvips.Error as exc:
+            raise MasterError(f"not a supported image: {vips_message(exc)}") from None
     width, height = _oriented(image)
+    _check_pixels(width, height, max_pixels)
+    return Header(loader=loader, width=width, height=height, max_pixels=max_pixels)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise MasterError(
             f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
         )
-    return Header(loader=loader, width=width, height=height)
+
+
+def _heif_header(data: bytes, max_pixels: int) -> Header:
+    found = heif.probe(data)
+    _check_pixels(found.width, found.height, max_pixels)
+    return Header(loader=HEIF, width=found.width, height=found.height, max_pixels=max_pixels)
 
 
 def decode(data: bytes, header: Header, scale: float) -> Decoded:
-    """Load at (at least) `scale` of the master's size and bring it into memory, upright and sRGB."""
+    """Load at (at least) `scale` of the master's size and bring it into memory, upright and sRGB.
+    An SVG is drawn at `scale` (which may be above 1) and becomes a master of the raster's size."""
+    if header.loader == SVG:
+        assert header.vector is not None
+        raster = svg.rasterise(data, header.vector, scale, header.max_pixels)
+        try:
+            image = ops.to_srgb(raster).copy_memory()
+        except pyvips.Error as exc:
+            raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
+        return Decoded(image=image, width=image.width, height=image.height, scale=1.0)
     options: dict[str, object] = {"access": "sequential", "fail_on": "truncated"}
-    if header.loader == "jpegload_buffer":
+    if header.loader == JPEG:
         options["shrink"] = jpeg_shrink(scale)
     elif header.loader == "webpload_buffer" and scale < 1.0:
         options["scale"] = scale
     try:
-        image = pyvips.Image.new_from_buffer(data, "", **options)
+        if header.loader == HEIF:
+            return _decode_heif(data, header, scale)
+        if header.loader == JPEG:  # not new_from_buffer: that picks uhdrload for Ultra HDR
+            image = pyvips.Image.jpegload_buffer(data, **options)
+        else:
+            image = pyvips.Image.new_from_buffer(data, "", **options)
         # Colour first: it streams, so the sequential read stays in order. Rotating needs random
         # access, which the in-memory copy gives for free.
         image = ops.to_srgb(image).copy_memory()
         if image.get_typeof("orientation") and image.get("orientation") != 1:
             image = ops.autorotate(image).copy_memory()
+    except pyvips.Error as exc:
+        raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
+    return Decoded(image=image, width=header.width, height=header.height,
+                   scale=image.width / header.width)
+
+
+def _decode_heif(data: bytes, header: Header, scale: float) -> Decoded:
+    """The primary image, upright already (libheif applies irot/imir), without a second
+    full-size buffer: shrunk by the power of two `scale` allows (as JPEG shrink-on-load), else
+    libheif's plane itself when it is 8-bit sRGB, else converted over it (heif.py: a copy
+    beside a 200 MP plane peaked at 2.01x the decoded size; in place, 1.51x)."""
+    plane = heif.load(data)
+    shrink = jpeg_shrink(scale)
+    try:
+        if shrink == 1 and heif.ready(plane):  # libheif's plane is the master
+            image = plane
+        elif shrink == 1:
+            image = heif.convert_in_place(plane, ops.to_srgb)
+            if image is None:  # more bytes per pixel out than in (grey): a copy
+                image = ops.to_srgb(plane).copy_memory()
+        else:
+            image = ops.to_srgb(plane.shrink(shrink, shrink)).copy_memory()
     except pyvips.Error as exc:
         raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
     return Decoded(image=image, width=header.width, height=header.height,
