@@ -1,5 +1,7 @@
 """Scale out on real components, all on loopback: a dask scheduler with two worker processes,
-and an S3-compatible server (moto). Catalog and outputs in S3; workers killed mid-run."""
+and an S3-compatible server (moto). Catalog and outputs in S3; workers killed mid-run; a
+master over a worker's memory limit; an exception that cannot travel; memory-aware placement
+of video masters."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import problem_images as P
 import pytest
 from helpers import assert_consistent, read
+from helpers import load as read_image
 
 from engine import api
 
@@ -179,3 +183,85 @@ def test_a_master_that_kills_its_worker_every_time_fails_alone(cluster, tmp_path
     assert failed == {"crash-me"}
     assert all("worker died" in r["error"] for r in result.failed)
     assert sum(r["status"] == "ok" for r in result.rows) == 4
+
+
+def test_a_master_over_the_worker_memory_limit_fails_alone_naming_memory(cluster, tmp_path):
+    """hog-me takes memory until its worker's nanny restarts the worker (1 GiB limit): retried,
+    then alone, then failed with an error that says memory; the others render."""
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    for name in ("good-1", "hog-me", "good-2"):
+        P.scene().jpegsave(str(masters / f"{name}.jpg"))
+    out = tmp_path / "out"
+    result = api.render(masters, out, channels=["email"], scheduler=cluster)
+    assert result.exit_code == 1
+    assert {r["master_id"] for r in result.failed} == {"hog-me"}
+    for row in result.failed:
+        assert "out of memory" in row["error"] and "memory limit of 1.0 GiB" in row["error"]
+    ok = [r for r in result.rows if r["status"] == "ok"]
+    assert {r["master_id"] for r in ok} == {"good-1", "good-2"} and len(ok) == 4
+    for row in ok:
+        image = read_image(out / row["path"])
+        assert (image.width, image.height) == (row["width"], row["height"])
+    assert_consistent(out)
+
+
+def test_an_exception_that_cannot_be_pickled_never_leaves_the_client_waiting(cluster, tmp_path):
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    for name in ("good-1", "unpicklable-me"):
+        P.scene().jpegsave(str(masters / f"{name}.jpg"))
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=api.render(
+        masters, tmp_path / "out", channels=["email"], scheduler=cluster)), daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert not runner.is_alive(), "the client still waits on the task"
+    result = outcome["result"]
+    assert result.exit_code == 1
+    assert {r["master_id"] for r in result.failed} == {"unpicklable-me"}
+    assert all("render crashed: Unpicklable: (its message cannot be shown)" in r["error"]
+               for r in result.failed)
+    assert sum(r["status"] == "ok" for r in result.rows) == 2
+
+
+def test_video_masters_on_two_workers_stay_under_their_memory_limit(tmp_path):
+    """Four 960x540 clips for amazon (a 1920x1080 H.264 encode and a poster each) on two
+    workers of two threads, 1 GiB each, advertising MEMORY=600 MB: each master asks for its
+    estimate (about 470 MB), so each worker renders one at a time although it has two threads
+    (two at once, with the worker's own ~250 MB, would pass its limit). Every worker stays
+    under its limit, none is restarted, every master renders."""
+    from distributed import Client, LocalCluster
+
+    from engine.demo import product_video
+
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    for i in range(4):
+        product_video(masters / f"clip-{i}.mp4", 960, 540, seconds=2.0, noise=2)
+    limit = 2**30
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, memory_limit=limit,
+                      resources={"MEMORY": 600e6}, dashboard_address=":0") as local, \
+            Client(local) as client:
+        pids = client.run(os.getpid)
+        result = api.render(masters, tmp_path / "out", channels=["amazon"],
+                            scheduler=local.scheduler_address)
+        peaks = client.run(_peak_rss)
+        assert client.run(os.getpid) == pids, "a worker was restarted"
+        assert not client.get_events("worker-restart-memory")
+    assert result.exit_code == 0, [r["error"] for r in result.failed]
+    videos = [r for r in result.rows if r["format"] == "mp4"]
+    assert len(videos) == 4 and all((r["width"], r["height"]) == (1920, 1080) for r in videos)
+    for row in videos:
+        with av.open(str(tmp_path / "out" / row["path"])) as container:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.width, stream.codec_context.height) == (1920, 1080)
+    print("peak RSS per worker (MiB):", {k: round(v / 2**20) for k, v in peaks.items()},
+          "limit", limit // 2**20)
+    assert len(peaks) == 2 and all(peak < limit for peak in peaks.values()), peaks
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

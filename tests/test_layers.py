@@ -12,7 +12,7 @@ LAYERS = [
     ["cli", "api", "__init__", "__main__", "demo"],
     ["publish"],
     ["plan", "job", "history", "schedule"],
-    ["rules", "checks"],
+    ["rules", "checks", "footprint"],
     ["image", "video"],
     ["store", "manifest", "catalog", "masters", "scratch"],
     ["rows", "spec", "formats", "geometry", "limits", "errors"],

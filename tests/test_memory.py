@@ -78,3 +78,31 @@ def test_video_memory_does_not_grow_with_duration(tmp_path):
         peaks[seconds] = stats["peak_mb"] - stats["before_mb"]
     # 8 s more of 640x360 frames held anywhere would be 80 MB or more (240 x 0.35 MB)
     assert peaks[12.0] - peaks[4.0] < 30, peaks
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_the_estimated_peak_covers_the_measured_one(tmp_path, kind):
+    """footprint.py's estimate (what the scheduler reserves for a master) is at least the peak a
+    fresh process adds rendering it, and not wildly more (at most 2x): a 3000x2000 PNG (full
+    decode) through web's AVIF/WebP/JPEG sizes up to 2560 px; a 960x540 clip for amazon (a
+    1080p H.264 encode, its look-ahead the bulk of the peak, and a poster)."""
+    from engine import api
+    from engine.schedule import master_footprint
+
+    folder = tmp_path / "masters"
+    folder.mkdir()
+    if kind == "image":
+        noise = pyvips.Image.gaussnoise(3000, 2000, sigma=30, mean=128)
+        noise.bandjoin([noise, noise]).cast("uchar").copy(interpretation="srgb").pngsave(
+            str(folder / "m.png"), compression=1)
+        channel = "web"
+    else:
+        product_video(folder / "clip.mp4", 960, 540, seconds=3.0, noise=2)
+        channel = "amazon"
+    plan = api.plan(folder, [channel])
+    (mp,) = plan.masters
+    estimate_mb = master_footprint(mp, plan.presets) / 2**20
+    stats = peak(folder, tmp_path / "out", channel)
+    assert stats["exit"] == 0
+    added_mb = stats["peak_mb"] - stats["before_mb"]
+    assert added_mb <= estimate_mb <= 2 * added_mb, (added_mb, estimate_mb)

@@ -1,11 +1,14 @@
-"""Every scheduler renders the same bytes; one master per task, rows in catalog order."""
+"""Every scheduler renders the same bytes; one master per task, rows in catalog order; masters
+run at once only as far as their estimated memory fits; a task's exception is a failed row."""
 
+import threading
 from pathlib import Path
 
 import pytest
+from helpers import load
 from problem_images import scene
 
-from engine import api
+from engine import api, schedule
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +47,100 @@ def test_progress_callback_counts_every_master(small_catalog, tmp_path):
     done: list[int] = []
     api.render(small_catalog, tmp_path / "out", channels=["email"], on_done=done.append)
     assert sum(done) == 4
+
+
+def test_memory_gate_runs_together_what_fits_and_alone_what_does_not():
+    gate = schedule.MemoryGate(1000)
+    both_in = threading.Barrier(2, timeout=30)  # passes only if both hold the gate at once
+
+    def small() -> None:
+        with gate.hold(400):
+            both_in.wait()
+
+    threads = [threading.Thread(target=small) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not both_in.broken and gate.most_running == 2 and gate.peak == 800 and gate.used == 0
+    # a master larger than the whole budget still runs (alone), and never beside another
+    with gate.hold(5000):
+        assert gate.used == 1000
+    assert gate.peak == 1000 and gate.used == 0
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """render_master wrapped to record the most masters rendering at once: [now, most]."""
+    real, lock, count = schedule.render_master, threading.Lock(), [0, 0]
+
+    def counting(mp, presets, settings):  # noqa: ANN001, ANN202
+        with lock:
+            count[0] += 1
+            count[1] = max(count[1], count[0])
+        try:
+            return real(mp, presets, settings)
+        finally:
+            with lock:
+                count[0] -= 1
+
+    monkeypatch.setattr(schedule, "render_master", counting)
+    return count
+
+
+@pytest.mark.slow  # renders the catalog two or three times
+def test_local_threads_start_masters_only_as_their_memory_fits(small_catalog, tmp_path,
+                                                               monkeypatch):
+    free = api.render(small_catalog, tmp_path / "free", channels=["email"], workers=4)
+    count = _counting(monkeypatch)
+    # each master estimated at 600 MiB: in a 1 GiB budget, one at a time on 4 workers
+    monkeypatch.setattr(schedule, "master_footprint", lambda mp, presets: 600 * 2**20)
+    monkeypatch.setenv(schedule.MEMORY_ENV, "1GiB")
+    gated = api.render(small_catalog, tmp_path / "gated", channels=["email"], workers=4)
+    assert gated.exit_code == 0 and count[1] == 1
+    assert digests(gated) == digests(free)
+    for row in gated.rows:
+        image = load(tmp_path / "gated" / row["path"])
+        assert (image.width, image.height) == (row["width"], row["height"])
+
+
+def test_memory_budget_from_the_environment(monkeypatch):
+    monkeypatch.setenv(schedule.MEMORY_ENV, "1.5GiB")
+    assert schedule.memory_budget() == int(1.5 * 2**30)
+    monkeypatch.setenv(schedule.MEMORY_ENV, "8000000000")
+    assert schedule.memory_budget() == 8 * 10**9
+    monkeypatch.setenv(schedule.MEMORY_ENV, "lots")
+    with pytest.raises(api.ConfigError, match="FANOUT_MEMORY: expected a size"):
+        schedule.memory_budget()
+    monkeypatch.delenv(schedule.MEMORY_ENV)
+    assert 0 < schedule.memory_budget()
+
+
+@pytest.mark.slow  # renders the catalog two or three times
+def test_an_exception_that_cannot_be_pickled_or_printed_is_a_failed_row(small_catalog, tmp_path,
+                                                                         monkeypatch):
+    """A bug in a task (here: an exception holding a lock, whose str() raises too) fails its
+    master alone; before, it escaped dask.compute and took the whole run down."""
+    class Unpicklable(Exception):
+        def __init__(self, message: str, extra: int) -> None:
+            super().__init__(message)
+            self.lock = threading.Lock()
+
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    real = schedule.render_master
+
+    def buggy(mp, presets, settings):  # noqa: ANN001, ANN202
+        if mp.master.id == "m1":
+            raise Unpicklable("cannot travel", 1)
+        return real(mp, presets, settings)
+
+    monkeypatch.setattr(schedule, "render_master", buggy)
+    for scheduler in ("threads", "sync"):
+        result = api.render(small_catalog, tmp_path / scheduler, channels=["email"],
+                            scheduler=scheduler, workers=2)
+        assert result.exit_code == 1
+        assert {r["master_id"] for r in result.failed} == {"m1"}
+        assert all("render crashed: Unpicklable: (its message cannot be shown)" in r["error"]
+                   for r in result.failed)
+        assert sum(r["status"] == "ok" for r in result.rows) == 3 * 2
