@@ -4,6 +4,7 @@ exports. No printing here."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .history import RunDiff, diff
 from .limits import DEFAULT_MAX_PIXELS
 from .manifest import Row, Status
+from .masters import Token
 from .plan import Derivative, Plan, expand_ladders, ladder_names
 from .plan import plan as build_plan
 from .publish.feeds import Feed
@@ -81,9 +83,8 @@ class RunResult:
     @property
     def rows(self) -> list[Row]:
         """This run's rows (rows of channels not selected are carried, not listed), read back
-        from OUT/_runs/<run_id>.parquet."""
-        rows = manifest.read_rows(Store(self.out), manifest.history_path(self.run_id))
-        return [r for r in rows if r.status != Status.REMOVED]
+        from OUT: the manifest while this run is the last, else rebuilt from the history."""
+        return history.run_rows(Store(self.out), self.run_id)
 
     @property
     def skipped(self) -> int:
@@ -116,6 +117,22 @@ def _summarise(rows: Iterable[Row], out: dict[str, ChannelSummary] | None = None
             s.bytes += row.bytes or 0
             s.seconds += (row.render_ms or 0.0) / 1000
     return out
+
+
+def _summarise_table(rows: pa.Table, out: dict[str, ChannelSummary]) -> None:
+    """_summarise for rows recorded without a task (skipped and n/a ones), column-wise."""
+    if not rows.num_rows:
+        return
+    skipped = pc.equal(rows.column("status"), Status.SKIPPED.value)
+    table = pa.table({"channel": rows.column("channel"),
+                      "skipped": pc.cast(skipped, pa.int64()),
+                      "bytes": pc.fill_null(rows.column("bytes"), 0)})
+    for r in table.group_by("channel").aggregate(
+            [("skipped", "count"), ("skipped", "sum"), ("bytes", "sum")]).to_pylist():
+        s = out.setdefault(r["channel"] or "(none)", ChannelSummary())
+        s.derivatives += r["skipped_count"]
+        s.skipped += r["skipped_sum"]
+        s.bytes += r["bytes_sum"]
 
 
 def _rules(channels: Iterable[Channel], presets: dict) -> dict[tuple[str, str], Rules]:
@@ -210,6 +227,7 @@ def render(
     on_planned: Callable[[Plan], None] | None = None,
     on_done: Callable[[int], None] | None = None,
     on_info: Callable[[str], None] | None = None,
+    verify: bool = False,
 ) -> RunResult:
     """Render what changed since the last run into OUT; write the files, the manifest and the
     run's history.
@@ -217,8 +235,11 @@ def render(
     Raises ConfigError (nothing rendered) for bad configuration or usage, when another run
     holds OUT, or (RemovalRefused) when the run would remove more published files than the
     removal guard allows; a bad master never raises, it becomes `failed` or `kept` rows.
+    A master whose change token (size, mtime, ctime, inode; an object store's version) is the
+    one recorded is not read; `verify` reads and hashes every master, as the job decides.
     """
     start = time.perf_counter()
+    started_ns = time.time_ns()  # before any master is stat-ed: the racy rule's reference
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels: expected a positive number; found {max_pixels}")
     if workers is not None and workers < 1:
@@ -233,7 +254,8 @@ def render(
     config = _config_for(out_store, config_dir, reset_config, info)
     chosen = config.select(channels)
     exclude = Path(out_store.root) if out_store.local else None
-    masters = load_catalog(catalog, exclude=exclude)
+    known = None if verify or force else manifest.read_known(out_store)
+    masters = load_catalog(catalog, exclude=exclude, known=known)
     the_plan = build_plan(masters, chosen, config.presets, engine_id())
     if on_planned is not None:
         on_planned(the_plan)
@@ -250,10 +272,11 @@ def render(
     with schedule.connect(scheduler) as client, scratch.scratch("run") as spool_dir:
         out_store.prepare()
         with out_store.exclusive():
-            night = _Night(out_store, the_plan, masters, chosen, settings, config, spool_dir)
-            night.begin(keep_stale, allow_removals, max_removals)
+            night = _Night(out_store, the_plan, masters, chosen, settings, config, spool_dir,
+                           started_ns, verify)
+            night.begin(keep_stale, allow_removals, max_removals, on_done)
             try:
-                schedule.run(the_plan.masters, the_plan.presets, settings, scheduler, workers,
+                schedule.run(night.todo, the_plan.presets, settings, scheduler, workers,
                              on_done, info, on_rows=night.add, client=client,
                              prepare=night.prepare)
                 result = night.commit(keep_stale)
@@ -269,8 +292,12 @@ class _Night:
 
     def __init__(self, store: Store, the_plan: Plan, masters: list[Master],
                  chosen: list[Channel], settings: JobSettings, config: Config,
-                 spool_dir: Path) -> None:
+                 spool_dir: Path, started_ns: int | None = None, verify: bool = False) -> None:
         self.store, self.plan, self.chosen = store, the_plan, chosen
+        self.started_ns = time.time_ns() if started_ns is None else started_ns
+        self.trust_tokens = not (verify or settings.force)
+        self.todo = the_plan.masters  # the masters that need a task (begin drops unchanged ones)
+        self.quiet = pa.array([], pa.string())  # masters recorded unchanged: not in the history
         self.selected = {c.name for c in chosen}
         self.settings, self.config = settings, config
         self.protect = [m.path for m in masters if not is_url(m.path)]
@@ -281,8 +308,10 @@ class _Night:
         self.spool = manifest.Spool(spool_dir)
         self.writes: list[str] | None = None  # paths this run may create, once claimed
 
-    def begin(self, keep_stale: bool, allow: bool, max_removals: str | int | None) -> None:
-        """Settle what an interrupted run left, apply the removal guard, claim new paths."""
+    def begin(self, keep_stale: bool, allow: bool, max_removals: str | int | None,
+              on_done: Callable[[int], None] | None = None) -> None:
+        """Settle what an interrupted run left, apply the removal guard, claim new paths, and
+        record at once the masters whose change token says nothing changed (no task)."""
         store = self.store
         self.previous, meta = manifest.read_state(store)
         self.recorded = set(manifest.claimed_paths(self.previous).to_pylist())
@@ -295,7 +324,18 @@ class _Night:
                       allow, max_removals, store.location)
         self.writes = _claim_new_paths(self.plan, self.recorded, store, self.protect)
         manifest.write_journal(store, self.settings.run_id, self.writes, [])
-        self.prepare = (history.previous_index(self.previous, self.selected)
+        if self.trust_tokens and self.previous.num_rows:
+            done, rows, self.quiet = history.unchanged_masters(
+                self.previous, meta, self.plan.masters, self.selected, store,
+                self.settings.run_id)
+            if done:
+                self.spool.add_table(rows)
+                _summarise_table(rows, self.summary)
+                self.todo = [mp for i, mp in enumerate(self.plan.masters) if i not in done]
+                if on_done is not None:
+                    on_done(len(done))
+        self.prepare = (history.previous_index(self.previous, self.selected,
+                                               [mp.master.id for mp in self.todo])
                         if self.previous.num_rows else None)
 
     def _replan_unknown_kinds(self) -> None:
@@ -319,6 +359,11 @@ class _Night:
                                               engine_id()).masters[0]
 
     def add(self, rows: list[Row]) -> None:
+        token = self.plan_tokens().get(rows[0].master_id) if rows else None
+        for row in rows:  # the token the catalog saw, on the rows of the bytes the job hashed
+            if token is not None and row.status in history.STANDING:
+                (row.master_size, row.master_mtime_ns, row.master_ctime_ns, row.master_inode,
+                 row.master_etag) = token
         self.spool.add(rows)
         _summarise(rows, self.summary, self.failed)
         history.failing_masters(rows, self.failing)
@@ -335,15 +380,22 @@ class _Night:
         removed = history.with_status(settled.stale, run_id, Status.REMOVED)
         rows = self.spool.in_order([mp.master.id for mp in self.plan.masters])
         manifest.write_journal(store, run_id, self.writes, settled.orphans)
-        manifest.write_parts(store, manifest.history_path(run_id, manifest.PENDING_SUFFIX),
-                             [rows, settled.kept, *([] if keep_stale else [removed])])
+        changed = rows.filter(pc.invert(pc.is_in(rows.column("master_id"),
+                                                 value_set=self.quiet))) if len(self.quiet) else rows
+        manifest.write_parts(  # a delta: what this run changed (manifest.META_HISTORY)
+            store, manifest.history_path(run_id, manifest.PENDING_SUFFIX),
+            [changed, settled.kept, settled.stale if keep_stale else removed],
+            manifest.encode_meta({manifest.META_HISTORY: manifest.HISTORY_DELTA,
+                                  manifest.META_CHANNELS: json.dumps(sorted(self.selected))}))
+        del changed
         config_path, config_data = snapshot.encode(self.config)
         if store.read(config_path) != config_data:
             store.write(config_path, config_data)
         manifest_path = manifest.write_parts(
             store, manifest.MANIFEST_NAME,
             [settled.carried, *([settled.stale] if keep_stale else []), settled.kept, rows],
-            manifest.encode_meta({manifest.META_RUN: run_id, manifest.META_CONFIG: config_path}))
+            manifest.encode_meta({manifest.META_RUN: run_id, manifest.META_CONFIG: config_path,
+                                  manifest.META_STARTED: str(self.started_ns)}))
         self.committed = True
         del rows
         store.rename(manifest.history_path(run_id, manifest.PENDING_SUFFIX),
@@ -357,6 +409,13 @@ class _Night:
             removed=[] if keep_stale else manifest.from_table(settled.stale),
             kept_stale=settled.stale.num_rows if keep_stale else 0,
             channels=dict(sorted(self.summary.items())), cleaned=self.cleaned)
+
+    def plan_tokens(self) -> dict[str, Token]:
+        """master id -> the change token the catalog read (masters with one)."""
+        if not hasattr(self, "_tokens"):
+            self._tokens = {mp.master.id: mp.master.token for mp in self.plan.masters
+                            if mp.master.token is not None}
+        return self._tokens
 
     def undo(self) -> None:
         """A run stopped before it committed (interrupted, disk full): delete the files it

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from . import formats
 from .errors import ConfigError
 from .geometry import aspect_key
-from .masters import open_master, read_error, url_problem
+from .masters import Token, change_token, is_racy, open_master, read_error, url_problem
 from .store import is_url
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")  # whole value: fullmatch, never match
@@ -63,10 +64,31 @@ class Master:
     focus: tuple[float, float] | None = None
     boxes: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
     extra: dict[str, str] = field(default_factory=dict, hash=False)  # every other column
+    # Its change token (masters.change_token) when the catalog was read; None: none to trust.
+    token: Token | None = field(default=None, compare=False)
 
     @property
     def error(self) -> str | None:
         return "; ".join(self.errors) if self.errors else None
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the previous run recorded of each master, by path: (change token, kind), and when
+    that run started. A master whose token is the same and not racy has the same bytes, so
+    its kind is the recorded one and its first bytes need not be read to sniff it."""
+
+    masters: dict[str, tuple[Token, str | None]]
+    since_ns: int | None
+
+    def unchanged(self, path: str, token: Token | None) -> bool:
+        recorded = self.masters.get(path)
+        return (token is not None and recorded is not None and recorded[0] == token
+                and not is_racy(token, self.since_ns))
+
+
+# The previous run's record while load_catalog runs (None: sniff every master).
+_KNOWN: ContextVar[Known | None] = ContextVar("known_masters", default=None)
 
 
 def check_id(value: str, what: str = "id") -> str | None:
@@ -103,10 +125,15 @@ def _finish(masters: list[Master]) -> list[Master]:
         if len(twins) > 1:
             others = ", ".join(t.path for t in twins if t is not m)
             errors.append(f"duplicate id {m.id!r}: also used by {others}")
-        kind, problem = _sniff(m.path)
+        token = change_token(m.path) if m.path else None
+        known = _KNOWN.get()
+        if known is not None and known.unchanged(m.path, token):
+            kind, problem = known.masters[m.path][1], None
+        else:
+            kind, problem = _sniff(m.path)
         if problem:
             errors.append(problem)
-        out.append(replace(m, kind=kind, errors=tuple(errors)))
+        out.append(replace(m, kind=kind, errors=tuple(errors), token=token))
     return out
 
 
@@ -432,8 +459,18 @@ def _with_crops(masters: list[Master], location: str) -> list[Master]:
     return out
 
 
-def load_catalog(location: str | Path, exclude: Path | None = None) -> list[Master]:
-    """A folder of masters or a .csv/.parquet listing (local path or fsspec URL)."""
+def load_catalog(location: str | Path, exclude: Path | None = None,
+                 known: Known | None = None) -> list[Master]:
+    """A folder of masters or a .csv/.parquet listing (local path or fsspec URL). `known`:
+    the previous run's tokens and kinds, so that an unchanged master is stat-ed, not read."""
+    reset = _KNOWN.set(known)
+    try:
+        return _load_catalog(location, exclude)
+    finally:
+        _KNOWN.reset(reset)
+
+
+def _load_catalog(location: str | Path, exclude: Path | None) -> list[Master]:
     text = str(location)
     suffix = Path(text.split("?")[0]).suffix.lower()
     if is_url(text):

@@ -357,6 +357,9 @@ def _removals(ctx: click.Context, param: click.Parameter,  # noqa: ARG001
 @option("--max-master-bytes", type=int, default=None, metavar="N",
         help="Refuse masters larger than this many bytes (default: 2 GiB).")
 @option("--force", is_flag=True, help="Render everything, even what did not change.")
+@option("--verify", is_flag=True, envvar="FANOUT_VERIFY",
+        help="Read and hash every master, rather than trusting an unchanged change token "
+             "(size, mtime, ctime, inode; an object store's ETag or version).")
 @option("--keep-stale", is_flag=True,
         help="Keep files and rows of masters or outputs that are gone from the catalog or "
              "channel (default: remove them).")

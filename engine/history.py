@@ -12,6 +12,7 @@ the files it created that no manifest row records, and its pending history).
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 from . import manifest
 from .errors import ConfigError, RemovalRefused
 from .manifest import PUBLISHED, Row, Status
+from .masters import TOKEN_COLUMNS, is_racy
 from .plan import MasterPlan
 from .store import Store
 
@@ -42,9 +44,15 @@ def of_channels(table: pa.Table, channels: set[str]) -> pa.ChunkedArray:
                                  value_set=pa.array(sorted(channels), pa.string())), False)
 
 
-def previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPlan], None]:
-    """Attaches to a master, when it is submitted, the rows a previous run recorded for it."""
-    mine = previous.filter(of_channels(previous, channels))
+def previous_index(previous: pa.Table, channels: set[str],
+                   masters: list[str] | None = None) -> Callable[[MasterPlan], None]:
+    """Attaches to a master, when it is submitted, the rows a previous run recorded for it
+    (`masters`: the ids that will be submitted; default all)."""
+    chosen = of_channels(previous, channels)
+    if masters is not None:
+        chosen = pc.and_(chosen, pc.is_in(previous.column("master_id"),
+                                          value_set=pa.array(masters, pa.string())))
+    mine = previous.filter(chosen)
     groups = (mine.append_column("_row", pa.array(range(mine.num_rows), pa.int64()))
               .group_by("master_id").aggregate([("_row", "list")]))
     where = {m: i for i, m in enumerate(groups.column("master_id").to_pylist())}
@@ -54,9 +62,143 @@ def previous_index(previous: pa.Table, channels: set[str]) -> Callable[[MasterPl
         i = where.get(mp.master.id)
         if i is not None:
             rows = manifest.from_table(mine.take(lists[i].values))
-            mp.previous = {(r.channel, r.output): r for r in rows}
+            mp.previous = _Previous({(r.channel, r.output): r for r in rows})
 
     return prepare
+
+
+class _Previous(dict):
+    """A master's previous rows. Not a plain dict on purpose: dask.delayed walks the arguments
+    of a task for dask collections, into every dict and dataclass, and walking 30 rows of
+    50 fields cost 150 ms a master (the bookkeeping benchmark); a dict subclass it leaves alone."""
+
+
+# -- masters whose change token says they are the ones rendered last time ---------------------
+
+# Columns of a previous row that tonight's catalog may restate (job._with_master does the same).
+MASTER_COLUMNS = ("master_path", "master_kind", "product", "position", "role", "alt", "title",
+                  "tags", "extra")
+STANDING = (Status.OK.value, Status.SKIPPED.value, Status.NOT_APPLICABLE.value)
+
+
+def outputs_stand(store: Store, rows: pa.Table) -> pa.Array:
+    """True for rows whose file is on disk as recorded, by its size (hashing every served file
+    on a no-change night would read all of OUT: `fanout render --verify` does), and for rows
+    that stand for no file (`n/a`)."""
+    paths = rows.column("path").to_pylist()
+    sizes = rows.column("bytes").to_pylist()
+    return pa.array([p is None or (s is not None and store.size(p) == s)
+                     for p, s in zip(paths, sizes, strict=True)], pa.bool_())
+
+
+def unchanged_masters(previous: pa.Table, meta: dict[bytes, bytes], plans: list[MasterPlan],
+                      channels: set[str], store: Store,
+                      run_id: str) -> tuple[set[int], pa.Table, pa.Array]:
+    """Masters that need no task tonight, and their rows: (their indices in `plans`, every
+    row of theirs, stamped `skipped` by this run, and the ids of those whose rows differ from
+    the previous ones in nothing but the run and the status: the history leaves them out).
+
+    A master qualifies when its change token is the one the previous run recorded on each of
+    its rows, is not racy (masters.is_racy against that run's start), and every derivative
+    planned for it has a previous row of the same recipe and path that stands (ok, skipped or
+    n/a, its file on disk as recorded). Anything else (a changed or unreadable master, a new
+    or changed recipe, a missing file, a row another run left) goes to the job, which hashes
+    the master and decides per derivative, as on a --verify night.
+    """
+    last = manifest.meta_value(meta, manifest.META_RUN)
+    started = manifest.meta_value(meta, manifest.META_STARTED)
+    since = int(started) if started else None
+    wanted = {}
+    for i, mp in enumerate(plans):
+        m, token = mp.master, mp.master.token
+        if (token is None or m.errors or m.kind is None or is_racy(token, since)
+                or any(d.error is not None for d in mp.derivatives)):
+            continue
+        wanted[m.id] = i
+    if last is None or not wanted or not previous.num_rows:
+        return set(), previous.schema.empty_table(), pa.array([], pa.string())
+    planned = pa.array([
+        _join(mp.master.id, d.channel, d.output, d.recipe_hash, d.path or "", tail)
+        for mp, tail in ((plans[i], _join(plans[i].master.path, *(
+            "" if v is None else str(v) for v in plans[i].master.token or ())))
+            for i in wanted.values())
+        for d in mp.derivatives
+    ], pa.string())
+    mine = previous.filter(pc.and_(
+        pc.and_(of_channels(previous, channels), pc.equal(previous.column("run_id"), last)),
+        pc.fill_null(pc.is_in(previous.column("status"),
+                              value_set=pa.array(STANDING, pa.string())), False)))
+    mine = mine.filter(pc.fill_null(pc.is_in(_row_fingerprints(mine), value_set=planned), False))
+    mine = mine.filter(outputs_stand(store, mine))
+    counts = mine.column("master_id").value_counts()
+    ids = [m for m, n in zip(counts.field("values").to_pylist(),
+                             counts.field("counts").to_pylist(), strict=True)
+           if n == len(plans[wanted[m]].derivatives)]
+    skipped = pa.array(ids, pa.string())
+    rows = mine.filter(pc.is_in(mine.column("master_id"), value_set=skipped))
+    restamped, restated = _restamped(rows, [plans[wanted[m]] for m in ids], run_id)
+    quiet = pc.filter(skipped, pc.invert(pc.is_in(skipped, value_set=restated)))
+    return {wanted[m] for m in ids}, restamped, quiet
+
+
+def _row_fingerprints(rows: pa.Table) -> pa.ChunkedArray:
+    """master, channel, output, recipe, path, master path and token of each row, as one string
+    (null parts as empty ones), to match planned derivatives against."""
+    parts = [rows.column(c) for c in ("master_id", "channel", "output", "recipe_hash", "path",
+                                      "master_path")]
+    parts += [pc.cast(rows.column(c), pa.string()) for c in TOKEN_COLUMNS]
+    return pc.binary_join_element_wise(*parts, "\x1f", null_handling="replace",
+                                       null_replacement="")
+
+
+def _restamped(rows: pa.Table, plans: list[MasterPlan],
+               run_id: str) -> tuple[pa.Table, pa.Array]:
+    """Previous rows as this run's `skipped` rows (n/a rows stay n/a, with their reason), with
+    tonight's master columns (a listing may have changed a title or tags); and the ids of the
+    masters whose columns did change."""
+    masters = [mp.master for mp in plans]
+    where = pc.index_in(rows.column("master_id"),
+                        value_set=pa.array([m.id for m in masters], pa.string()))
+    tonight = {
+        "master_path": [m.path for m in masters], "master_kind": [m.kind for m in masters],
+        "product": [m.product for m in masters], "position": [m.position for m in masters],
+        "role": [m.role for m in masters], "alt": [m.alt for m in masters],
+        "title": [m.title for m in masters],
+        "tags": [list(m.tags) or None for m in masters],
+        "extra": [m.extra or None for m in masters],
+    }
+    na = pc.equal(rows.column("status"), Status.NOT_APPLICABLE.value)
+    n = rows.num_rows
+    values = {
+        **{name: pa.array(tonight[name], rows.schema.field(name).type).take(where)
+           for name in MASTER_COLUMNS},
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "status": pc.if_else(na, Status.NOT_APPLICABLE.value, Status.SKIPPED.value),
+        "error": pc.if_else(na, rows.column("error"), pa.scalar(None, pa.string())),
+        "render_ms": pa.array([0.0] * n, pa.float64()),
+        "decode_ms": pa.nulls(n, pa.float64()),
+    }
+    differs = pa.array([False] * n, pa.bool_())
+    for name in MASTER_COLUMNS:
+        differs = pc.or_(differs, _differs(rows.column(name), values[name]))
+    restated = pc.unique(rows.column("master_id").filter(differs).combine_chunks())
+    for name, column in values.items():
+        rows = rows.set_column(rows.schema.get_field_index(name), name, column)
+    return rows, restated
+
+
+def _differs(old: pa.ChunkedArray, new: pa.Array) -> pa.Array:
+    """Row by row, whether two columns hold different values (two nulls are the same)."""
+    old = old.combine_chunks()
+    if pa.types.is_nested(old.type):  # lists and maps: compared in Python where either is set
+        either = pc.or_(pc.is_valid(old), pc.is_valid(new))
+        out = [False] * len(old)
+        for i in pc.indices_nonzero(either).to_pylist():
+            out[i] = old[i].as_py() != new[i].as_py()
+        return pa.array(out, pa.bool_())
+    same = pc.fill_null(pc.equal(old, new), False)
+    both_null = pc.and_(pc.is_null(old), pc.is_null(new))
+    return pc.invert(pc.or_(same, both_null))
 
 
 # -- the removal guard ------------------------------------------------------------------------
@@ -253,9 +395,10 @@ class RunDiff:
 def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDiff:
     """Compare two runs' history (default: the latest against the one before it).
 
-    A history file holds what its run did: ok (rendered), skipped, failed, kept, and the stale
-    rows it removed (status `removed`). A rendered derivative the older run did not have is
-    `added`.
+    What a run did: ok (rendered), skipped, failed, kept, and the stale rows it removed
+    (status `removed`); its rows are rebuilt from the history up to it (replay), since a
+    run's own history file leaves out what it recorded unchanged. A rendered derivative the
+    older run did not have is `added`.
     """
     store = Store(out)
     ids = manifest.runs(store)
@@ -268,35 +411,81 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
     if older is None and ids.index(newer) > 0:
         older = ids[ids.index(newer) - 1]
 
-    def history(run: str) -> list[Row]:
-        return manifest.read_rows(store, manifest.history_path(run))
-
-    before = {r.key for r in history(older) if r.status in PUBLISHED} if older else set()
-    after = history(newer)
+    before = ({r.key for r in run_rows(store, older) if r.status in PUBLISHED}
+              if older else set())
+    after = run_rows(store, newer)
+    removed = [r for r in manifest.read_history(store, newer)[0]
+               if r.status == Status.REMOVED]
     rendered = [r for r in after if r.status == Status.OK]
     return RunDiff(
         older=older, newer=newer,
         added=[r for r in rendered if r.key not in before],
         rerendered=[r for r in rendered if r.key in before],
-        removed=[r for r in after if r.status == Status.REMOVED],
+        removed=removed,
         failed=[r for r in after if r.status in (Status.FAILED, Status.KEPT)],
         unchanged=sum(r.status == Status.SKIPPED for r in after),
     )
 
 
-def replay(store: Store) -> tuple[pa.Table, str | None]:
-    """The manifest rebuilt from the committed history, oldest run first; (rows, last run).
+def run_rows(store: Store, run: str) -> list[Row]:
+    """Every row a run wrote (not those it removed): its rows in the manifest it committed,
+    rebuilt from the history up to it; from the manifest itself while that run is the last."""
+    try:
+        last = manifest.meta_value(manifest.read_meta(store), manifest.META_RUN)
+    except ConfigError:  # a corrupt manifest: the history alone still tells
+        last = None
+    if last == run:
+        table = manifest.read_table(store)
+        table = table.filter(pc.fill_null(pc.equal(table.column("run_id"), run), False))
+        rows = manifest.from_table(table)
+    else:
+        state, _ = _replayed(store, until=run)
+        rows = [r for r in state.values() if r.run_id == run]
+    # In the order the run wrote them: its own rows, then the ones it kept.
+    return sorted(rows, key=lambda r: r.status == Status.KEPT)
 
-    Each run's history holds every row it wrote for the channels it rendered and the rows it
-    removed; rows without a channel (a master that could not be planned) last one run.
+
+def replay(store: Store) -> tuple[pa.Table, str | None]:
+    """The manifest rebuilt from the committed history, oldest run first; (rows, last run)."""
+    state, last = _replayed(store)
+    return manifest.to_table(list(state.values())), last
+
+
+def _replayed(store: Store, until: str | None = None) -> tuple[dict[tuple, Row], str | None]:
+    """The manifest's rows after each run up to `until` (default: all), by key; (rows, last run).
+
+    A full history holds every row its run wrote for the channels it rendered and the rows it
+    removed. A delta history (manifest.META_HISTORY) holds only what changed: every other row of
+    the channels it rendered was recorded `skipped` (n/a rows stay n/a) by that run, unchanged.
+    Rows without a channel (a master that could not be planned) last one run.
     """
     state: dict[tuple, Row] = {}
-    ids = manifest.runs(store)
-    for run in ids:
+    last = None
+    for run in manifest.runs(store):
         state = {k: v for k, v in state.items() if k[1] is not None}
-        for row in manifest.read_rows(store, manifest.history_path(run)):
+        rows, meta = manifest.read_history(store, run)
+        if manifest.meta_value(meta, manifest.META_HISTORY) == manifest.HISTORY_DELTA:
+            touched = {r.key for r in rows}
+            channels = set(json.loads(manifest.meta_value(meta, manifest.META_CHANNELS) or "[]"))
+            for key, row in state.items():
+                if key not in touched and row.channel in channels:
+                    state[key] = _recorded_unchanged(row, run)
+        for row in rows:
             if row.status == Status.REMOVED:
                 state.pop(row.key, None)
             else:
                 state[row.key] = row
-    return manifest.to_table(list(state.values())), (ids[-1] if ids else None)
+        last = run
+        if run == until:
+            break
+    return state, last
+
+
+def _recorded_unchanged(row: Row, run: str) -> Row:
+    """A row as a run that left it unchanged recorded it (the same as _restamped, row-wise)."""
+    if row.status == Status.NOT_APPLICABLE:
+        return row.replace(run_id=run, render_ms=0.0, decode_ms=None)
+    if row.status in (Status.OK, Status.SKIPPED):
+        return row.replace(run_id=run, status=Status.SKIPPED.value, error=None, render_ms=0.0,
+                           decode_ms=None)
+    return row  # kept and failed rows are restated by every run that renders their channel

@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .catalog import Known
 from .errors import ConfigError
+from .masters import TOKEN_COLUMNS, Token
 from .rows import PUBLISHED, SCHEMA, Row, Status, from_table, to_table
 from .scratch import scratch
 from .store import Store
@@ -27,6 +29,17 @@ JOURNAL_SUFFIX = ".journal.parquet"
 # Key-value metadata of manifest.parquet: the run it commits and the configuration it used.
 META_RUN = b"fanout.run_id"
 META_CONFIG = b"fanout.config"
+# When the run began (time.time_ns(), before it stat-ed any master): a master stamped this
+# close to it may have changed after the run read it (masters.is_racy).
+META_STARTED = b"fanout.started_ns"
+# Key-value metadata of a run's history file. A "delta" history holds what the run changed:
+# rows it rendered, failed, kept or restated (its master's columns changed), the rows it
+# removed, and rows it left as they were (stale ones, with --keep-stale); every other row of
+# the channels it rendered (META_CHANNELS) is one it recorded `skipped` (or n/a) unchanged.
+# A history without the key (written before deltas) holds every row of its run.
+META_HISTORY = b"fanout.history"
+HISTORY_DELTA = "delta"
+META_CHANNELS = b"fanout.channels"
 
 __all__ = ["PUBLISHED", "SCHEMA", "Row", "Status", "from_table", "to_table"]  # re-exported
 
@@ -80,6 +93,15 @@ def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:
     return from_table(read_table(store, relative))
 
 
+def read_history(store: Store, run_id: str) -> tuple[list[Row], dict[bytes, bytes]]:
+    """A run's history file: its rows and its metadata ({} for an older, full history)."""
+    data = store.read(history_path(run_id))
+    if data is None:
+        return [], {}
+    table = _read_parquet(data)
+    return from_table(conform(table)), dict(table.schema.metadata or {})
+
+
 def runs(store: Store) -> list[str]:
     """Committed run ids (with a history file), oldest first (ids start with a UTC timestamp)."""
     return sorted(
@@ -125,6 +147,12 @@ class Spool:
         self._buffer.extend(rows)
         if len(self._buffer) >= self.batch_rows:
             self._flush()
+
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in Arrow form (masters recorded without a task), written as they are."""
+        self._flush()
+        if table.num_rows:
+            self._writer.write_table(table.select(SCHEMA.names).cast(SCHEMA))
 
     def _flush(self) -> None:
         if self._buffer:
@@ -220,3 +248,45 @@ def published_mask(table: pa.Table) -> pa.ChunkedArray:
     return pc.and_(pc.fill_null(pc.is_in(table.column("status"),
                                          value_set=pa.array(PUBLISHED, pa.string())), False),
                    pc.is_valid(table.column("path")))
+
+
+def read_known(store: Store) -> Known | None:
+    """Each master's change token and kind as the previous run recorded them (its own rows
+    only: a row another run left has no start time to judge its token by), streamed from the
+    manifest's columns that say so; None when there is no manifest or it cannot be read (the
+    run's own read of it says why)."""
+    try:
+        meta = read_meta(store)
+        last = meta_value(meta, META_RUN)
+        if last is None:
+            return None
+        started = meta_value(meta, META_STARTED)
+        columns = ["run_id", "master_path", "master_kind", *TOKEN_COLUMNS]
+        known: dict[str, tuple[Token, str | None]] = {}
+        with store.fs.open(store.path(MANIFEST_NAME), "rb") as fh:
+            parquet = pq.ParquetFile(fh, read_dictionary=["run_id", "master_path"])
+            if not set(columns) <= set(parquet.schema_arrow.names):
+                return None  # written before change tokens: every master is read once
+            for batch in parquet.iter_batches(batch_size=1 << 16, columns=columns,
+                                               use_threads=False):
+                known.update(_first_per_master(pa.Table.from_batches([batch]), last))
+    except (pa.ArrowException, OSError, ValueError, ConfigError):
+        return None
+    return Known(known, int(started) if started else None)
+
+
+def _first_per_master(table: pa.Table, run: str) -> dict[str, tuple[Token, str | None]]:
+    """path -> (token, kind) of the rows of `run` with a token, one row per master (a master's
+    rows are consecutive; a repeat across batches just overwrites the same value)."""
+    table = table.filter(pc.and_(pc.equal(table.column("run_id"), run),
+                                 pc.is_valid(table.column("master_path"))))
+    if not table.num_rows:
+        return {}
+    paths = table.column("master_path").combine_chunks()
+    codes = paths.indices if pa.types.is_dictionary(paths.type) else pc.dictionary_encode(
+        paths).indices
+    change = pc.not_equal(codes[1:], codes[:-1])
+    first = pa.concat_arrays([pa.array([True]), change])
+    rows = table.filter(first).to_pylist()
+    return {r["master_path"]: (tuple(r[c] for c in TOKEN_COLUMNS), r["master_kind"])
+            for r in rows if any(r[c] is not None for c in TOKEN_COLUMNS)}

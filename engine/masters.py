@@ -235,3 +235,63 @@ def hash_master(path: str, max_bytes: int | None = DEFAULT_MAX_MASTER_BYTES) -> 
         return sha.hexdigest(), size
 
     return reading(path, digest)
+
+
+# -- change tokens ----------------------------------------------------------------------------
+# What tells, without reading a master's bytes, that it is the one hashed last time: locally the
+# stat fields git's index relies on (size, mtime_ns, ctime_ns, inode: rewriting a file changes
+# its ctime even when its mtime is forged back), on an object store its own version token
+# (S3 ETag / VersionId, GCS generation). A master whose mtime falls within the timestamp
+# granularity of the previous run's start may have changed after that run read it, in the same
+# clock tick: "racy", as git calls it, and hashed again (is_racy).
+TOKEN_COLUMNS = ("master_size", "master_mtime_ns", "master_ctime_ns", "master_inode",
+                 "master_etag")
+# Keys of fsspec's info() that name one version of an object's bytes, most specific first.
+VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash")
+# A file system whose mtimes are whole seconds (FAT: 2 s) is coarse; Linux file timestamps
+# come from a coarse clock that lags real time by up to a tick (1-10 ms). Either way a master
+# stamped this close to (or after) the previous run's start cannot be trusted by its stat.
+COARSE_NS = 2_000_000_000
+FINE_NS = 50_000_000
+
+Token = tuple[int | None, int | None, int | None, int | None, str | None]
+
+
+def change_token(path: str) -> Token | None:
+    """The master's change token (TOKEN_COLUMNS' values), from one stat or info call and no
+    read; None when there is none to trust (not a regular file, unreachable, a remote store
+    that names no version): such a master is always hashed."""
+    try:
+        local, fs, inner = _local(path)
+        if local is not None:
+            st = os.stat(local)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, None)
+        assert fs is not None
+        info = fs.info(inner)
+    except Exception:  # noqa: BLE001 (the read that follows names the problem)
+        return None
+    version = next((f"{k}:{info[k]}" for k in VERSION_KEYS if info.get(k)), None)
+    if version is None or info.get("type") == "directory":
+        return None
+    size = info.get("size")
+    return (int(size) if size is not None else None, None, None, None, version)
+
+
+def is_racy(token: Token, since_ns: int | None) -> bool:
+    """The master was stamped too close to `since_ns` (the start of the run that recorded its
+    token; None: unknown) for its stat to say it has not changed since that run read it."""
+    mtime = token[1]
+    if mtime is None:  # an object store's version token changes with every write
+        return False
+    if since_ns is None:
+        return True
+    margin = COARSE_NS if mtime % 1_000_000_000 == 0 else FINE_NS
+    return mtime >= since_ns - margin
+
+
+def change_token_columns(paths: list[str]) -> dict[str, list]:
+    """TOKEN_COLUMNS as lists for `paths` (nulls where a master has no token)."""
+    tokens = [change_token(p) or (None,) * len(TOKEN_COLUMNS) for p in paths]
+    return {name: [t[i] for t in tokens] for i, name in enumerate(TOKEN_COLUMNS)}

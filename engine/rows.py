@@ -40,6 +40,7 @@ Int64 = Annotated[int | None, pa.int64()]
 Float64 = Annotated[float | None, pa.float64()]
 Tags = Annotated[list[str] | None, pa.list_(pa.string())]
 Extra = Annotated[dict[str, str] | None, pa.map_(pa.string(), pa.string())]
+Widths = Annotated[list[int] | None, pa.list_(pa.int32())]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -94,6 +95,20 @@ class Row:
     scale: Float64 = None  # output pixels per master pixel (> 1: enlarged)
     crop_by: str | None = None  # centre, a gravity, attention, focus, editor; null: no crop
     encoder: str | None = None  # the encoder and the settings that decided the bytes
+    # SSIMULACRA2 of the written file against the derivative's own lossless rendering (100 =
+    # identical, 90 visually lossless, 70 high quality); null where not scored (fixed quality).
+    score: Float64 = None
+    # A breakpoints set (preset key `breakpoints`): the widths chosen for this master, on each
+    # chosen file's row (the candidates not chosen are `n/a` rows).
+    breakpoints: Widths = None
+    # The master's change token when it was last hashed (masters.change_token): the stat fields
+    # git's index trusts, or an object store's ETag / version id / generation. A master whose
+    # token is unchanged (and not "racy") is not read again; null: always hashed.
+    master_size: Int64 = None
+    master_mtime_ns: Int64 = None
+    master_ctime_ns: Int64 = None
+    master_inode: Int64 = None
+    master_etag: str | None = None
 
     @property
     def key(self) -> tuple[str, str | None, str | None]:

@@ -1,0 +1,477 @@
+"""The client side of a night at catalog scale, without pixel work (issue #18, item 1).
+
+    python -m benchmarks.bookkeeping --masters 10000 [--masters 100000 ...]
+
+Per N: a synthetic catalog of N tiny masters (a Parquet listing of id and path; each file a
+JPEG signature and its id, enough for the kind sniffer), a channel of 30 image outputs, and
+a previous manifest of N x 30 rows built directly with pyarrow in engine.rows.SCHEMA (as a
+run of the same plan would have left it). Three nights run against that state, each in a
+fresh process so that its peak RSS is its own: nothing changed, 1% of the masters changed
+(content rewritten), 1% left the listing.
+
+The pixel work is replaced at its seam, engine.schedule.render_master (the one function a
+task calls): the fake job hashes the master as the real one does (engine.masters.hash_master)
+and returns each derivative's previous row as `skipped`, or a re-rendered `ok` row when the
+master's bytes changed. No output files exist: the per-output check the real job and the
+client make (Store.sha256 / the size of each published file) is replaced by a stub, so
+stat-ing 30 outputs per master is not measured here (the master stats are).
+
+Measured per night: peak RSS of the client process (getrusage), wall time of planning (catalog
+and plan), begin (the previous manifest, the removal guard, claiming paths), submission (the
+scheduler running every master), settling and writing (history and manifest), bytes written to
+OUT (manifest, history) and bytes of masters read. The parent stops a night whose machine runs
+short of memory (MemAvailable under --min-free-gib) and says so. The last line is one JSON
+object for the largest N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+WORK = Path(__file__).parent / "work" / "bookkeeping"
+OUTPUTS = 30
+CHUNK = 20_000  # masters per batch while building the synthetic state
+SCENARIOS = ("no_change", "left_1pct", "changed_1pct")
+JPEG_MAGIC = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+
+
+# -- the synthetic state ----------------------------------------------------------------------
+
+def write_config(root: Path) -> Path:
+    """A config dir with one channel, `bench`, of 30 image outputs (one preset each)."""
+    (root / "channels").mkdir(parents=True, exist_ok=True)
+    (root / "presets").mkdir(parents=True, exist_ok=True)
+    presets, outputs = [], ['name = "bench"', 'description = "bookkeeping benchmark"']
+    for i in range(OUTPUTS):
+        presets.append(f'[bench-{i:02}]\nresize = {{ width = {100 + 20 * i}, fit = "fit" }}\n'
+                       f'format = "{"jpeg" if i % 2 else "webp"}"\nquality = 80\n')
+        outputs.append(f'[[outputs]]\nname = "o{i:02}"\npreset = "bench-{i:02}"\n')
+    (root / "presets" / "bench.toml").write_text("\n".join(presets))
+    (root / "channels" / "bench.toml").write_text("\n".join(outputs))
+    return root
+
+
+def master_id(i: int) -> str:
+    return f"p{i // 1000:04}/m{i:07}"
+
+
+def content(i: int, version: int = 0) -> bytes:
+    return JPEG_MAGIC + f"{master_id(i)} v{version}".encode().ljust(48, b".")
+
+
+def old_time() -> int:
+    return time.time_ns() - 86_400 * 10**9  # written "yesterday": not racy for tonight
+
+
+def build_masters(root: Path, n: int) -> None:
+    stamp = old_time()
+    for i in range(n):
+        path = root / f"{master_id(i)}.jpg"
+        if i % 1000 == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content(i))
+        os.utime(path, ns=(stamp, stamp))
+
+
+def write_listing(path: Path, root: Path, ids: range | list[int]) -> None:
+    ids = list(ids)
+    pq.write_table(pa.table({
+        "id": pa.array([master_id(i) for i in ids], pa.string()),
+        "path": pa.array([str(root / f"{master_id(i)}.jpg") for i in ids], pa.string()),
+        "product": pa.array([master_id(i) for i in ids], pa.string()),
+    }), path)
+
+
+def sample_derivatives(config: Path) -> list[Any]:
+    """The 30 derivatives the plan gives one master, to lay out the previous manifest."""
+    from engine import api
+    from engine.catalog import Master
+    from engine.plan import plan
+    from engine.spec import load_config
+
+    cfg = load_config(config)
+    master = Master(id="X", path="/x.jpg", product="X", kind="image")
+    derivatives = plan([master], cfg.select(["bench"]), cfg.presets,
+                       api.engine_id()).masters[0].derivatives
+    assert len(derivatives) == OUTPUTS, len(derivatives)
+    return derivatives
+
+
+def _hex(rng: np.random.Generator, count: int) -> pa.Array:
+    raw = rng.integers(0, 256, size=(count, 32), dtype=np.uint8)
+    return pa.array([bytes(r).hex() for r in raw], pa.string())
+
+
+def build_manifest(path: Path, root: Path, n: int, config: Path, run_id: str,
+                   started_ns: int) -> None:
+    """N x 30 rows in SCHEMA, written in batches (the generator never holds 30M rows)."""
+    from engine import manifest, masters
+    from engine.rows import SCHEMA
+
+    derivatives = sample_derivatives(config)
+    rng = np.random.default_rng(18)
+    meta = {manifest.META_RUN: run_id.encode()}
+    if hasattr(manifest, "META_STARTED"):
+        meta[manifest.META_STARTED] = str(started_ns).encode()
+    schema = SCHEMA.with_metadata(meta)
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for lo in range(0, n, CHUNK):
+            ids = range(lo, min(n, lo + CHUNK))
+            k = len(ids)
+            rows = k * OUTPUTS
+            mids = [master_id(i) for i in ids]
+            paths = [str(root / f"{m}.jpg") for m in mids]
+            shas = [hashlib.sha256(content(i)).hexdigest() for i in ids]
+            rep = np.repeat(np.arange(k), OUTPUTS)
+            per = np.tile(np.arange(OUTPUTS), k)
+
+            def each_master(values: list, typ: pa.DataType = pa.string(),
+                            rep: np.ndarray = rep) -> pa.Array:
+                return pa.array(values, typ).take(pa.array(rep))
+
+            def each_output(values: list, typ: pa.DataType = pa.string(),
+                            per: np.ndarray = per) -> pa.Array:
+                return pa.array(values, typ).take(pa.array(per))
+
+            out_paths = [d.path.replace("/X/", f"/{m}/") for m in mids for d in derivatives]
+            columns: dict[str, pa.Array] = {
+                "run_id": pa.array([run_id] * rows, pa.string()),
+                "master_id": each_master(mids), "master_path": each_master(paths),
+                "master_sha256": each_master(shas),
+                "master_kind": pa.array(["image"] * rows, pa.string()),
+                "channel": each_output([d.channel for d in derivatives]),
+                "output": each_output([d.output for d in derivatives]),
+                "path": pa.array(out_paths, pa.string()),
+                "status": pa.array(["ok"] * rows, pa.string()),
+                "format": each_output([d.format for d in derivatives]),
+                "width": each_output([100 + 20 * j for j in range(OUTPUTS)], pa.int32()),
+                "height": each_output([80 + 16 * j for j in range(OUTPUTS)], pa.int32()),
+                "bytes": pa.array(rng.integers(2_000, 400_000, rows), pa.int64()),
+                "sha256": _hex(rng, rows),
+                "quality": pa.array([80] * rows, pa.int32()),
+                "recipe_hash": each_output([d.recipe_hash for d in derivatives]),
+                "render_ms": pa.array(rng.random(rows) * 50, pa.float64()),
+                "product": each_master(mids),
+                "position": pa.array([0] * rows, pa.int32()),
+                "role": pa.array(["product"] * rows, pa.string()),
+                "preset": each_output([d.preset for d in derivatives]),
+                "decode_ms": pa.array(rng.random(rows) * 20, pa.float64()),
+                "source_width": pa.array([1200] * rows, pa.int32()),
+                "source_height": pa.array([1000] * rows, pa.int32()),
+                "scale": pa.array(rng.random(rows), pa.float64()),
+                "encoder": each_output([f"libvips {d.format} q80" for d in derivatives]),
+            }
+            tokens = getattr(masters, "change_token_columns", lambda paths: {})(paths)
+            for name, values in tokens.items():
+                if name in SCHEMA.names:
+                    columns[name] = each_master(values, SCHEMA.field(name).type)
+            table = pa.table({f.name: columns.get(f.name, pa.nulls(rows, f.type))
+                              for f in SCHEMA}, schema=schema)
+            writer.write_table(table)
+
+
+def setup(n: int, root: Path) -> dict[str, Any]:
+    """Masters, listings, config and the previous manifest for N; reused while it is whole."""
+    done = root / "ready.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    start = time.perf_counter()
+    config = write_config(root / "config")
+    masters = root / "masters"
+    build_masters(masters, n)
+    write_listing(root / "listing.parquet", masters, range(n))
+    left = set(range(0, n, 100))  # 1% leave the catalog
+    write_listing(root / "listing-left.parquet", masters, [i for i in range(n) if i not in left])
+    run_id = "20261127T010000000000Z-bench0"
+    build_manifest(root / "previous.parquet", masters, n, config, run_id, time.time_ns())
+    info = {"n": n, "setup_s": round(time.perf_counter() - start, 1),
+            "previous_manifest_bytes": (root / "previous.parquet").stat().st_size}
+    done.write_text(json.dumps(info))
+    return info
+
+
+def restore(root: Path) -> Path:
+    """OUT as the previous night left it: the manifest, no history."""
+    out = root / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    shutil.copyfile(root / "previous.parquet", out / "manifest.parquet")
+    return out
+
+
+def change_masters(root: Path, n: int) -> int:
+    """Rewrite 1% of the masters (other ids than those that leave): new bytes, same size."""
+    changed = 0
+    for i in range(50, n, 100):
+        (root / "masters" / f"{master_id(i)}.jpg").write_bytes(content(i, version=1))
+        changed += 1
+    return changed
+
+
+# -- one night, in its own process ------------------------------------------------------------
+
+class Counter:
+    master_bytes = 0  # read from masters (the listing's own bytes are counted apart)
+    other_bytes = 0
+    masters_dir = ""
+
+
+class _Counting:
+    """A master's file that counts what is read from it."""
+
+    def __init__(self, fh: Any, path: str) -> None:  # noqa: ANN401
+        self._fh, self._master = fh, path.startswith(Counter.masters_dir)
+
+    def read(self, *args: Any) -> bytes:  # noqa: ANN401
+        data = self._fh.read(*args)
+        if self._master:
+            Counter.master_bytes += len(data)
+        else:
+            Counter.other_bytes += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        return getattr(self._fh, name)
+
+    def __enter__(self) -> _Counting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+PROGRESS: list[Path] = []  # where a night notes each phase it finished (read if it is stopped)
+
+
+def _timed(phases: dict[str, float], name: str, fn: Callable) -> Callable:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+            for path in PROGRESS:
+                with path.open("a") as fh:
+                    fh.write(f"{name} done at {phases[name]:.0f} s, peak RSS "
+                             f"{peak_rss_kb() // 1024} MiB\n")
+    return wrapper
+
+
+def fake_job(mp: Any, presets: Any, settings: Any) -> list:  # noqa: ANN401
+    """The job without pixels: hash the master like the real one; previous rows come back
+    `skipped` when its bytes are the same, re-rendered `ok` rows when they changed."""
+    from engine import job
+    from engine.masters import hash_master
+    from engine.rows import Row, Status
+
+    base = job._base_row(mp, settings.run_id, None)
+    sha, _ = hash_master(mp.master.path, settings.max_master_bytes)
+    base = base.replace(master_sha256=sha)
+    rows = []
+    for d in mp.derivatives:
+        prev = mp.previous.get((d.channel, d.output))
+        if prev is not None and prev.master_sha256 == sha and prev.recipe_hash == d.recipe_hash \
+                and prev.path == d.path and not settings.force:
+            rows.append(job._with_master(prev, base).replace(
+                status=Status.SKIPPED.value, error=None, render_ms=0.0, decode_ms=None))
+        else:
+            rows.append(base.replace(
+                channel=d.channel, output=d.output, preset=d.preset, path=d.path,
+                recipe_hash=d.recipe_hash, format=d.format, status=Status.OK.value,
+                width=100, height=80, bytes=1234, quality=80, render_ms=10.0,
+                sha256=hashlib.sha256(f"{sha}{d.path}".encode()).hexdigest()))
+    return rows or [Row(master_id=mp.master.id, status=Status.FAILED.value)]
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak RSS (VmHWM: unlike getrusage's ru_maxrss, not inherited from
+    the parent that forked it)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def night(root: Path, scenario: str) -> dict[str, Any]:
+    from engine import api, history, manifest, masters, schedule
+    from engine.image.decode import configure
+
+    configure(1)
+    PROGRESS.append(root / f"progress-{scenario}.txt")
+    PROGRESS[0].unlink(missing_ok=True)
+    phases: dict[str, float] = {}
+    real_open = masters._open_local
+    Counter.masters_dir = str(root / "masters") + "/"
+    masters._open_local = lambda path: _Counting(real_open(path), path)  # type: ignore
+    schedule.render_master = fake_job  # type: ignore[assignment]
+    # No output files exist: every published file "stands" (see the module's docstring).
+    for module in (history, api):
+        if hasattr(module, "outputs_stand"):
+            module.outputs_stand = lambda store, table: pa.array(  # type: ignore[attr-defined]
+                [True] * table.num_rows, pa.bool_())
+    api.load_catalog = _timed(phases, "catalog", api.load_catalog)
+    api.build_plan = _timed(phases, "plan", api.build_plan)
+    api._Night.begin = _timed(phases, "begin", api._Night.begin)
+    schedule.run = _timed(phases, "submission", schedule.run)
+    api._Night.commit = _timed(phases, "commit", api._Night.commit)
+    manifest.write_parts = _timed(phases, "writing", manifest.write_parts)
+    for name in ("read_known",):
+        for module in (api, manifest, history):
+            if hasattr(module, name):
+                setattr(module, name, _timed(phases, "hints", getattr(module, name)))
+    listing = root / ("listing-left.parquet" if scenario == "left_1pct" else "listing.parquet")
+    out = root / "out"
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_before, cpu_before = peak_rss_kb(), usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    result = api.render(listing, out, channels=["bench"], config_dir=root / "config",
+                        on_info=lambda message: None)
+    wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    counts: dict[str, int] = {}
+    for summary in result.channels.values():
+        counts["ok"] = counts.get("ok", 0) + summary.ok
+        counts["skipped"] = counts.get("skipped", 0) + summary.skipped
+        counts["failed"] = counts.get("failed", 0) + summary.failed
+    history_bytes = sum(p.stat().st_size for p in (out / manifest.RUNS_DIR).iterdir())
+    settling = phases.get("commit", 0.0) - phases.get("writing", 0.0)
+    return {
+        "scenario": scenario, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+        "planning_s": round(phases.get("catalog", 0) + phases.get("plan", 0)
+                            + phases.get("hints", 0), 2),
+        "begin_s": round(phases.get("begin", 0), 2),
+        "submission_s": round(phases.get("submission", 0), 2),
+        "settling_s": round(settling, 2), "writing_s": round(phases.get("writing", 0), 2),
+        "phases": {k: round(v, 2) for k, v in phases.items()},
+        "client_peak_rss_mb": round(peak_rss_kb() / 1024),
+        "rss_after_imports_mb": round(rss_before / 1024),
+        "manifest_bytes": (out / manifest.MANIFEST_NAME).stat().st_size,
+        "history_bytes": history_bytes,
+        "master_bytes_read": Counter.master_bytes, "listing_bytes_read": Counter.other_bytes,
+        "rows": counts, "removed": len(result.removed),
+    }
+
+
+# -- the parent: run each night in a child and watch the machine's memory ----------------------
+
+def mem_available_gib() -> float:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def _reached(root: Path, scenario: str) -> str:
+    done = root / f"progress-{scenario}.txt"
+    return done.read_text().strip().replace("\n", "; ") if done.exists() else "no phase finished"
+
+
+def run_child(root: Path, scenario: str, min_free: float,
+              limit_s: float | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.bookkeeping", "--night", scenario,
+           "--root", str(root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    low, peak_kb = None, 0
+    start = time.perf_counter()
+    while proc.poll() is None:
+        with contextlib.suppress(OSError), open(f"/proc/{proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        free = mem_available_gib()
+        if free < min_free:
+            low = free
+            proc.kill()
+            break
+        if limit_s is not None and time.perf_counter() - start > limit_s:
+            proc.kill()
+            proc.communicate()
+            return {"scenario": scenario, "phases_done": _reached(root, scenario),
+                    "stopped": f"stopped at the time limit of {limit_s:.0f} s (--limit-s), "
+                    f"unfinished; client RSS had reached {peak_kb / 1024:.0f} MiB"}
+        time.sleep(0.5)
+    stdout, _ = proc.communicate()
+    if low is not None:
+        return {"scenario": scenario, "phases_done": _reached(root, scenario),
+                "stopped": f"killed after {time.perf_counter() - start:.0f} s: the machine's "
+                f"available memory fell to {low:.1f} GiB (limit {min_free} GiB); client RSS "
+                f"had reached {peak_kb / 1024:.0f} MiB"}
+    if proc.returncode:
+        return {"scenario": scenario, "stopped": f"exit code {proc.returncode}"}
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--masters", type=int, action="append")
+    parser.add_argument("--min-free-gib", type=float, default=6.0)
+    parser.add_argument("--keep", action="store_true", help="keep the synthetic state")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="which nights to run, comma-separated")
+    parser.add_argument("--limit-s", type=float, help="stop a night that runs longer")
+    parser.add_argument("--night", choices=SCENARIOS, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.night:
+        print(json.dumps(night(args.root, args.night)))
+        return
+    last: dict[str, Any] = {}
+    for n in args.masters or [10_000]:
+        root = WORK / f"n{n}"
+        info = setup(n, root)
+        print(f"N={n}: setup {info['setup_s']} s, previous manifest "
+              f"{info['previous_manifest_bytes']} bytes ({n * OUTPUTS} rows)", flush=True)
+        nights = {}
+        for scenario in [s for s in SCENARIOS if s in args.scenarios.split(",")]:
+            if scenario == "changed_1pct":
+                change_masters(root, n)
+            restore(root)
+            result = run_child(root, scenario, args.min_free_gib, args.limit_s)
+            nights[scenario] = result
+            if "wall_s" in result:
+                result["per_master_ms"] = round(1000 * result["wall_s"] / n, 3)
+            print(f"  {json.dumps(result)}", flush=True)
+            if "stopped" in result:
+                break
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            (root / "ready.json").unlink(missing_ok=True)  # masters were changed
+        no_change = nights.get("no_change", {})
+        last = {
+            "masters": n, "rows": n * OUTPUTS,
+            "client_peak_rss_mb": max((r.get("client_peak_rss_mb", 0)
+                                       for r in nights.values()), default=None),
+            **{f"{s if s != 'no_change' else 'no_change'}_s": nights.get(s, {}).get("wall_s")
+               for s in SCENARIOS},
+            "history_bytes_no_change": no_change.get("history_bytes"),
+            "manifest_bytes_no_change": no_change.get("manifest_bytes"),
+            "master_bytes_read_no_change": no_change.get("master_bytes_read"),
+            "stopped": {s: r["stopped"] for s, r in nights.items() if "stopped" in r} or None,
+        }
+    print(json.dumps(last))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""Bookkeeping at catalog scale (issue #18): change tokens instead of reading every master, the
+racy rule, --verify, and the bookkeeping benchmark itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import problem_images as P
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from helpers import assert_consistent, load, read
+
+from engine import api, masters
+from engine.cli import main
+from engine.masters import COARSE_NS, FINE_NS, change_token, is_racy
+
+CHANNELS = ["email"]
+YESTERDAY_NS = time.time_ns() - 86_400 * 10**9
+
+
+def write_master(path: Path, flip: bool = False) -> None:
+    """An uncompressed TIFF: the same size whatever the pixels, as a same-size edit needs."""
+    image = P.scene(320, 240)
+    (image.flipver() if flip else image).tiffsave(str(path), compression="none")
+
+
+def backdate(folder: Path) -> None:
+    """Masters written long before the run (not "racy": see masters.is_racy)."""
+    for path in folder.iterdir():
+        os.utime(path, ns=(YESTERDAY_NS, YESTERDAY_NS))
+
+
+@pytest.fixture()
+def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Bytes read from masters, by path: every local master is opened through _open_local."""
+    reads: dict[str, int] = {}
+    real = masters._open_local
+
+    class Counting:
+        def __init__(self, path: str) -> None:
+            self.path, self.fh = path, real(path)
+
+        def read(self, *args: int) -> bytes:
+            data = self.fh.read(*args)
+            reads[self.path] = reads.get(self.path, 0) + len(data)
+            return data
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.fh, name)
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+    monkeypatch.setattr(masters, "_open_local", Counting)
+    return reads
+
+
+@pytest.fixture()
+def night(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "masters"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        write_master(folder / f"{name}.tif", flip=name == "b")
+    backdate(folder)
+    out = tmp_path / "out"
+    first = api.render(folder, out, channels=CHANNELS)
+    assert first.exit_code == 0 and {r.status for r in first.rows} == {"ok"}
+    return folder, out
+
+
+def statuses(result: api.RunResult) -> dict[tuple[str, str | None], str]:
+    return {(r.master_id, r.output): r.status for r in result.rows}
+
+
+def test_rows_record_each_masters_change_token(night):
+    folder, out = night
+    table = read(out)
+    for row in table.to_pylist():
+        st = os.stat(folder / f"{row['master_id']}.tif")
+        assert (row["master_size"], row["master_mtime_ns"], row["master_ctime_ns"],
+                row["master_inode"]) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    # The manifest stays plain Parquet: the new columns read back with pyarrow alone.
+    assert pq.read_schema(out / "manifest.parquet").field("master_inode").type == pa.int64()
+
+
+def test_a_no_change_rerun_reads_no_master_bytes(night, counted):
+    folder, out = night
+    before = {(r["master_id"], r["output"]): r for r in read(out).to_pylist()}
+    again = api.render(folder, out, channels=CHANNELS)
+    assert counted == {}  # neither sniffed nor hashed: stat-ed only
+    assert again.exit_code == 0 and again.rows
+    assert {r.status for r in again.rows} == {"skipped"}
+    for row in again.rows:
+        prev = before[(row.master_id, row.output)]
+        assert (row.sha256, row.bytes, row.path, row.master_sha256) == (
+            prev["sha256"], prev["bytes"], prev["path"], prev["master_sha256"])
+        assert row.run_id == again.run_id != prev["run_id"]
+    assert again.skipped == len(again.rows)
+    assert_consistent(out)
+    # ... and the night after, too (the rows it recorded carry the tokens on)
+    assert {r.status for r in api.render(folder, out, channels=CHANNELS).rows} == {"skipped"}
+    assert counted == {}
+
+
+def test_touching_a_master_rehashes_it_and_renders_nothing(night, counted):
+    folder, out = night
+    touched = folder / "a.tif"
+    os.utime(touched, ns=(YESTERDAY_NS + 10**9, YESTERDAY_NS + 10**9))
+    again = api.render(folder, out, channels=CHANNELS)
+    assert set(counted) == {str(touched)}
+    assert counted[str(touched)] >= touched.stat().st_size  # hashed whole
+    assert {r.status for r in again.rows} == {"skipped"}
+    new_mtime = {r["master_mtime_ns"] for r in read(out).to_pylist() if r["master_id"] == "a"}
+    assert new_mtime == {touched.stat().st_mtime_ns}  # the new token is recorded
+    counted.clear()
+    api.render(folder, out, channels=CHANNELS)
+    assert counted == {}
+
+
+def test_same_size_content_with_a_forged_mtime_is_caught_by_ctime(night, counted):
+    folder, out = night
+    target = folder / "c.tif"
+    size = target.stat().st_size
+    write_master(target, flip=True)  # other pixels, same byte count
+    os.utime(target, ns=(YESTERDAY_NS, YESTERDAY_NS))  # the mtime forged back
+    assert target.stat().st_size == size
+    again = api.render(folder, out, channels=CHANNELS)
+    assert set(counted) == {str(target)}
+    got = statuses(again)
+    assert {k for k, v in got.items() if v == "ok"} == {k for k in got if k[0] == "c"}
+    assert all(v == "skipped" for k, v in got.items() if k[0] != "c")
+    flipped = next(r for r in again.rows if r.master_id == "c" and r.output == "w600")
+    original = next(r for r in again.rows if r.master_id == "a" and r.output == "w600")
+    # c was a's twin; now it holds b's flipped pixels, and its new output is b's, byte for byte
+    twin = next(r for r in again.rows if r.master_id == "b" and r.output == "w600")
+    assert flipped.sha256 != original.sha256 and flipped.sha256 == twin.sha256
+    assert load(out / flipped.path).width == load(out / twin.path).width
+    assert_consistent(out)
+
+
+def test_verify_hashes_every_master_and_catches_what_a_trusted_token_hides(night, counted):
+    """A file system whose stat cannot be trusted (here: a token forged in the manifest to
+    match the edited file) hides a change from a plain run; --verify reads every master."""
+    folder, out = night
+    target = folder / "a.tif"
+    write_master(target, flip=True)
+    os.utime(target, ns=(YESTERDAY_NS, YESTERDAY_NS))  # not racy: only the token can tell
+    st = target.stat()
+    table = read(out)
+    mine = pa.compute.equal(table.column("master_id"), "a")
+    for name, value in (("master_mtime_ns", st.st_mtime_ns), ("master_ctime_ns", st.st_ctime_ns),
+                        ("master_inode", st.st_ino), ("master_size", st.st_size)):
+        column = pa.compute.if_else(mine, pa.scalar(value, pa.int64()), table.column(name))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    meta = pq.read_schema(out / "manifest.parquet").metadata  # the run and its start
+    pq.write_table(table.replace_schema_metadata(meta), out / "manifest.parquet")
+
+    trusted = api.render(folder, out, channels=CHANNELS)
+    assert counted == {} and {r.status for r in trusted.rows} == {"skipped"}
+
+    result = CliRunner().invoke(main, ["render", str(folder), "--out", str(out), "--channel",
+                                       "email", "--verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(counted) == {str(folder / f"{n}.tif") for n in "abc"}  # every master read
+    rows = {(r["master_id"], r["output"]): r["status"] for r in read(out).to_pylist()}
+    assert {k for k, v in rows.items() if v == "ok"} == {k for k in rows if k[0] == "a"}
+    assert_consistent(out)
+
+
+def test_verify_from_the_environment(night, counted):
+    folder, out = night
+    result = CliRunner().invoke(main, ["render", str(folder), "--out", str(out), "--channel",
+                                       "email"], env={"FANOUT_VERIFY": "1"})
+    assert result.exit_code == 0, result.output
+    assert set(counted) == {str(folder / f"{n}.tif") for n in "abc"}
+
+
+def test_a_racy_master_is_hashed_although_its_token_is_unchanged(tmp_path, counted):
+    folder = tmp_path / "masters"
+    folder.mkdir()
+    write_master(folder / "a.tif")
+    write_master(folder / "b.tif")
+    backdate(folder)
+    soon = time.time_ns() + 5 * 10**9  # stamped after the first run started: racy for it
+    os.utime(folder / "b.tif", ns=(soon, soon))
+    out = tmp_path / "out"
+    api.render(folder, out, channels=CHANNELS)
+    counted.clear()
+    again = api.render(folder, out, channels=CHANNELS)
+    assert set(counted) == {str(folder / "b.tif")}
+    assert {r.status for r in again.rows} == {"skipped"}
+
+
+def test_the_racy_rule():
+    token = (10, 5 * 10**9 + 123, 0, 1, None)
+    assert is_racy(token, None)  # no start recorded: never trusted
+    assert not is_racy(token, token[1] + FINE_NS + 1)
+    assert is_racy(token, token[1] + FINE_NS - 1)
+    whole = (10, 5 * 10**9, 0, 1, None)  # a coarse file system's whole seconds
+    assert is_racy(whole, whole[1] + COARSE_NS - 1)
+    assert not is_racy(whole, whole[1] + COARSE_NS + 1)
+    assert not is_racy((10, None, None, None, "ETag:abc"), None)  # a store's version token
+
+
+def test_change_token_of_local_and_odd_paths(tmp_path):
+    path = tmp_path / "m.jpg"
+    path.write_bytes(b"\xff\xd8\xff" + b"x" * 10)
+    st = path.stat()
+    assert change_token(str(path)) == (13, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, None)
+    assert change_token(str(tmp_path)) is None  # a folder: hashed, and fails with its reason
+    assert change_token(str(tmp_path / "missing.jpg")) is None
+    os.mkfifo(tmp_path / "fifo")
+    assert change_token(str(tmp_path / "fifo")) is None  # stat-ed, never opened
+
+
+def test_a_new_output_renders_only_itself_and_reads_its_master(night, counted, tmp_path):
+    folder, out = night
+    cfg = tmp_path / "cfg" / "presets"
+    cfg.mkdir(parents=True)
+    (cfg / "email.toml").write_text(  # one preset edited: its recipe hash changes
+        '[email-600]\nresize = { width = 600, fit = "fit" }\nformat = "jpeg"\nquality = 70\n'
+        "max_bytes = 60000\n")
+    again = api.render(folder, out, channels=CHANNELS, config_dir=tmp_path / "cfg")
+    got = statuses(again)
+    assert {k for k, v in got.items() if v == "ok"} == {(m, "w600") for m in "abc"}
+    assert set(counted) == {str(folder / f"{n}.tif") for n in "abc"}
+    assert_consistent(out)
+
+
+@pytest.mark.slow
+def test_the_bookkeeping_benchmark_runs_and_reports(tmp_path, monkeypatch):
+    """A small N through the benchmark's three nights; its last line is the JSON summary."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bookkeeping", "--masters", "200"],
+        capture_output=True, text=True, timeout=600, check=True,
+        cwd=Path(__file__).resolve().parents[1])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["masters"] == 200 and summary["stopped"] is None
+    assert summary["master_bytes_read_no_change"] == 0
+    assert summary["history_bytes_no_change"] > 0
+    for key in ("client_peak_rss_mb", "no_change_s", "changed_1pct_s", "left_1pct_s"):
+        assert summary[key] > 0
+
+
+# -- history that grows with what changed ------------------------------------------------------
+
+def history_file(out: Path, run_id: str) -> pa.Table:
+    return pq.read_table(out / "_runs" / f"{run_id}.parquet")
+
+
+def test_a_no_change_night_writes_a_run_record_and_no_rows(night):
+    folder, out = night
+    first_rows = history_file(out, api.diff(out).newer).num_rows
+    again = api.render(folder, out, channels=CHANNELS)
+    record = history_file(out, again.run_id)
+    assert record.num_rows == 0 and first_rows == len(again.rows) > 0
+    meta = record.schema.metadata
+    assert meta[b"fanout.history"] == b"delta" and json.loads(meta[b"fanout.channels"]) == ["email"]
+    change = api.diff(out)
+    assert change.newer == again.run_id
+    assert change.unchanged == len(again.rows)
+    assert not (change.added or change.rerendered or change.removed or change.failed)
+
+
+def _rows_by_key(table: pa.Table) -> dict[tuple, dict]:
+    return {(r["master_id"], r["channel"], r["output"]): r for r in table.to_pylist()}
+
+
+def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path):
+    folder, out = night
+    runs = [api.diff(out).newer]
+    runs.append(api.render(folder, out, channels=CHANNELS).run_id)  # nothing changed
+    write_master(folder / "a.tif", flip=True)  # a changes, c leaves
+    (folder / "c.tif").unlink()
+    third = api.render(folder, out, channels=CHANNELS, allow_removals=True)
+    runs.append(third.run_id)
+    runs.append(api.render(folder, out, channels=["email", "instagram"]).run_id)  # one added
+    runs.append(api.render(folder, out, channels=CHANNELS).run_id)  # instagram carried
+
+    change = api.diff(out, older=runs[1], newer=runs[2])
+    assert {r.master_id for r in change.rerendered} == {"a"} and not change.added
+    assert {r.master_id for r in change.removed} == {"c"}
+    assert change.unchanged == len([r for r in third.rows if r.master_id == "b"])
+    early = api.diff(out, older=runs[0], newer=runs[1])
+    assert not (early.added or early.rerendered or early.removed or early.failed)
+    assert early.unchanged == history_file(out, runs[0]).num_rows
+    added = api.diff(out, older=runs[2], newer=runs[3])
+    assert {r.channel for r in added.added} == {"instagram"} and not added.rerendered
+    assert added.unchanged == len(third.rows)
+    # every run's rows, rebuilt from the deltas, are what the manifest said after it
+    latest = api.diff(out)
+    assert latest.unchanged == sum(r["channel"] == "email" for r in read(out).to_pylist())
+
+    manifest_rows = _rows_by_key(read(out))
+    (out / "manifest.parquet").write_bytes(b"")  # lost
+    rows, last = api.recover(out)
+    assert last == runs[-1] and rows == len(manifest_rows)
+    assert _rows_by_key(read(out)) == manifest_rows  # every column, every status and run id
+    assert_consistent(out)
+
+
+def test_diff_reads_the_deltas_when_the_manifest_is_corrupt(night):
+    folder, out = night
+    api.render(folder, out, channels=CHANNELS)  # a no-change night: a run record only
+    (out / "manifest.parquet").write_bytes(b"PAR1 garbage")
+    change = api.diff(out)
+    assert change.unchanged == history_file(out, change.older).num_rows > 0
+    assert not (change.added or change.rerendered or change.removed or change.failed)
