@@ -167,7 +167,7 @@ def from_folder(root: Path, exclude: Path | None = None) -> list[Master]:
                 path = here / name
                 masters.append(_folder_master(path.relative_to(root).as_posix(),
                                               _resolved(path)))
-    return _finish(masters)
+    return _finish(_with_crops(masters, _resolved(root), folder=True))
 
 
 def from_folder_url(url: str) -> list[Master]:
@@ -183,7 +183,7 @@ def from_folder_url(url: str) -> list[Master]:
         rel = path[len(root) + 1:]
         if not any(part.startswith(".") for part in rel.split("/")):
             masters.append(_folder_master(rel, fs.unstrip_protocol(path)))
-    return _finish(masters)
+    return _finish(_with_crops(masters, url, folder=True))
 
 
 def _reason(exc: Exception) -> str:
@@ -378,11 +378,24 @@ def from_listing(location: str) -> list[Master]:
     return _finish(_with_crops(masters, location))
 
 
-def crops_location(location: str) -> str:
-    """Where a listing's crops sidecar lives: <listing stem>.crops.toml beside it."""
-    head, _, name = location.split("?")[0].rpartition("/")
-    stem = name.rsplit(".", 1)[0] if "." in name else name
+def crops_location(location: str, folder: bool = False) -> str:
+    """Where a catalog's crops sidecar lives: <listing stem>.crops.toml beside a listing, and
+    <folder name>.crops.toml beside a folder (never inside it: every file there is a master)."""
+    head, _, name = location.split("?")[0].rstrip("/").rpartition("/")
+    stem = name if folder or "." not in name else name.rsplit(".", 1)[0]
     return f"{head}/{stem}{CROPS_SUFFIX}" if head else f"{stem}{CROPS_SUFFIX}"
+
+
+def read_crops(location: str | Path) -> tuple[str, dict | None]:
+    """(where the catalog's crops sidecar lives, its tables or None when there is none); what
+    `fanout report` shows and extends. A sidecar that cannot be read is a ConfigError."""
+    text = str(location)
+    if is_url(text):
+        folder = Path(text.split("?")[0]).suffix.lower() not in LISTING_SUFFIXES
+    else:
+        folder, text = Path(text).is_dir(), _resolved(Path(text))
+    sidecar = crops_location(text, folder)
+    return sidecar, _read_crops(sidecar)
 
 
 def _read_crops(location: str) -> dict | None:
@@ -435,11 +448,11 @@ def _crop_entry(entry: object) -> tuple[tuple[float, float] | None,
     return focus, tuple(boxes), problems
 
 
-def _with_crops(masters: list[Master], location: str) -> list[Master]:
-    """Each master with its entry of the listing's crops file (its focus overrides the
+def _with_crops(masters: list[Master], location: str, folder: bool = False) -> list[Master]:
+    """Each master with its entry of the catalog's crops file (its focus overrides the
     columns'); a problem in an entry is that master's error, an entry naming no master of the
-    listing a ConfigError (most likely a misspelt id, whose crops would silently be lost)."""
-    sidecar = crops_location(location)
+    catalog a ConfigError (most likely a misspelt id, whose crops would silently be lost)."""
+    sidecar = crops_location(location, folder)
     tables = _read_crops(sidecar)
     if not tables:
         return masters
@@ -447,7 +460,7 @@ def _with_crops(masters: list[Master], location: str) -> list[Master]:
     unknown = sorted(k for k in tables if k not in ids)
     if unknown:
         raise ConfigError(f"{sidecar}: no master with id {', '.join(map(repr, unknown))} in "
-                          f"the listing; fix or remove the entry")
+                          f"the {'folder' if folder else 'listing'}; fix or remove the entry")
     out = []
     for m in masters:
         if m.id not in tables:

@@ -14,7 +14,7 @@ from helpers import channel_toml, load, pixels, read
 from engine import api
 from engine.catalog import load_catalog
 from engine.errors import ConfigError
-from engine.geometry import Framing, focus_offset
+from engine.geometry import Framing, box_to_aspect, focus_offset
 
 PRESETS = """
 [f-wide]
@@ -167,6 +167,34 @@ def test_an_editor_box_wins_over_attention_and_shows_exactly_the_box(tmp_path, c
                                 plain / "out", channels=["t"], config_dir=config_dir).rows)
     assert diff(plain / "out", "wide", (40, 30, 320, 180), (160, 90), unboxed) > 10
     assert diff(plain / "out", "square", (10, 200, 150, 150), (100, 100), unboxed) > 10
+
+
+@pytest.mark.parametrize("size", [(600, 400), (2400, 1600)])
+def test_an_editor_box_is_the_manifests_region_with_crop_by_editor(tmp_path, config_dir, size):
+    # 2400x1600 JPEG: decoded shrunk on load, yet the region is in the master's own pixels.
+    width, height = size
+    k = width // 600
+    master(width, height).jpegsave(str(tmp_path / "m.jpg"), Q=95)
+    wide, square = [40 * k, 30 * k, 320 * k, 181 * k], [10 * k, 200 * k, 150 * k, 150 * k]
+    listing = write_listing(tmp_path, [{"id": "m", "path": "m.jpg"}], crops=(
+        f'[m]\n"16:9" = {wide}\n"t/square" = {square}\n'))
+    rows = by_key(api.render(listing, tmp_path / "out", channels=["t"],
+                             config_dir=config_dir).rows)
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    # 181 rows is not 16:9: the box is narrowed around its centre to the output's aspect
+    narrowed = box_to_aspect(tuple(wide), 160, 90)
+    expected = {"wide": [narrowed.left, narrowed.top, narrowed.width, narrowed.height],
+                "square": square}
+    for output, box in expected.items():
+        row = rows[("m", output)]
+        assert row["crop_by"] == "editor"
+        assert [row[f"region_{c}"] for c in "xywh"] == box, output
+        assert (row["source_width"], row["source_height"]) == size
+        assert row["scale"] == pytest.approx(row["width"] / box[2], rel=1e-3)
+        assert row["region_w"] * row["height"] == pytest.approx(
+            row["region_h"] * row["width"], rel=0.01)
+    assert rows[("m", "tall")]["crop_by"] == "attention"
+    assert rows[("m", "fit")]["crop_by"] is None
 
 
 def test_a_box_outside_the_image_fails_that_derivative_alone(tmp_path, config_dir):

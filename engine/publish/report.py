@@ -2,7 +2,9 @@
 
 Per master, a contact sheet per channel: thumbnail (the file itself, lazily loaded from OUT),
 size, format, bytes and status; failures highlighted with their error; filters by channel and
-status; video outputs with a poster and a player.
+status; video outputs with a poster and a player. Above each sheet, the editor's loop
+(publish/editor.py): the master's thumbnail with every output's crop region drawn on it, where
+an editor sets focal points and crop boxes and saves the catalog's crops file.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from html import escape
 from urllib.parse import quote
 
 from ..rows import Row
+from ..spec.models import Preset
+from . import editor
 from .feeds import VIDEO_FORMATS
 
 STYLE = """
@@ -96,7 +100,14 @@ def _card(row: Row, poster: str | None) -> str:
             f"</figcaption></figure>")
 
 
-def render_report(rows: list[Row], title: str = "fanout report") -> str:
+def render_report(rows: list[Row], title: str = "fanout report",
+                  sidecar: editor.Sidecar | None = None,
+                  presets: dict[str, Preset] | None = None) -> str:
+    """The page. `sidecar`: the catalog's crops file the editor starts from (none: the page
+    saves only what is chosen on it); `presets`: the configuration OUT was made with, which
+    says each output's fit and size even where its row failed."""
+    sidecar = sidecar or editor.Sidecar()
+    editable = []
     counts = Counter(r.status for r in rows)
     channels = sorted({r.channel for r in rows if r.channel})
     runs = sorted({r.run_id for r in rows if r.run_id})
@@ -121,14 +132,18 @@ def render_report(rows: list[Row], title: str = "fanout report") -> str:
         meta = " · ".join(escape(str(v)) for v in (first.master_kind or "unknown",
                                                     first.role, first.product,
                                                     f"position {first.position}"))
+        thumb = editor.master_thumbnail(first.master_path, first.master_kind)
+        editable.append(editor.master_data(master_id, mrows, thumb, sidecar, presets or {}))
         sections.append(f'<section class="master" data-master="{escape(master_id)}"><h2>'
-                        f"{escape(master_id)} <small>{meta}</small></h2>{body}</section>")
+                        f"{escape(master_id)} <small>{meta}</small></h2>"
+                        f"{editor.editor_html(master_id, thumb)}{body}</section>")
     options = "".join(f'<option value="{escape(c)}">{escape(c)}</option>' for c in channels)
     statuses = "".join(f'<option value="{s}">{s}</option>'
                        for s in ("ok", "skipped", "kept", "failed"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{escape(title)}</title><link rel="icon" href="data:,"><style>{STYLE}</style></head>
+<title>{escape(title)}</title><link rel="icon" href="data:,"><style>{STYLE}{editor.STYLE}</style>
+</head>
 <body><header><h1>{escape(title)}</h1>
 <p class="counts">{escape(", ".join(runs) or "no run")}:
 <span><b id="total-count">{len(rows)}</b> derivatives</span>
@@ -140,6 +155,7 @@ file served)</span>
 <span class="status-failed"><b id="failed-count">{counts.get("failed", 0)}</b> failed</span></p>
 <label>Channel <select id="channel-filter"><option value="">all</option>{options}</select></label>
 <label>Status <select id="status-filter"><option value="">all</option>{statuses}</select></label>
-<span>showing <b id="shown-count">{len(rows)}</b></span></header>
-<main>{"".join(sections)}</main><script>{SCRIPT}</script></body></html>
+<span>showing <b id="shown-count">{len(rows)}</b></span>{editor.save_bar(sidecar)}</header>
+<main>{"".join(sections)}</main>{editor.editor_json(editable, sidecar)}
+<script>{SCRIPT}</script><script>{editor.SCRIPT}</script></body></html>
 """
