@@ -37,6 +37,7 @@ from engine.image.render import render_all
 from engine.schedule import cores
 from engine.spec.models import ImagePreset, Resize
 
+from . import bytes as bytes_bench
 from . import naive_vs_engine as naive
 from . import peers
 from . import video_vs_ffmpeg as video
@@ -209,6 +210,10 @@ def ratios(report: dict) -> dict:
         "catalog_vs_imagemagick": ratio(med.get("imagemagick"), med["engine"]),
         "video_vs_ffmpeg_split": c["engine_vs_split"] if isinstance(c, dict) else None,
         "overhead_pct": report["catalog"]["overhead_pct"]["median"],
+        # d. bytes at equal SSIMULACRA2 (benchmarks/bytes.py): sharp's total / fanout's, and
+        # the catalog job's time with quality = "auto" / at fixed quality
+        "bytes_vs_sharp": report["bytes"].get("bytes_vs_sharp"),
+        "auto_time_ratio": report["bytes"]["auto_time_ratio"],
     }
 
 
@@ -269,7 +274,7 @@ def write_results(report: dict) -> None:
         lines.append(v)
     lines += ["", "## Ratios", "", "```json", json.dumps(r, indent=2), "```", "",
               "![chart](chart.png)", ""]
-    write_results("\n".join(lines))
+    write_section("\n".join(lines))
     chart(report)
 
 
@@ -279,7 +284,7 @@ RUN_START = "<!-- python -m benchmarks: start -->"
 RUN_END = "<!-- python -m benchmarks: end -->"
 
 
-def write_results(section: str) -> None:
+def write_section(section: str) -> None:
     target = RESULTS / "RESULTS.md"
     rest = ""
     if target.exists() and RUN_END in (text := target.read_text()):
@@ -336,6 +341,9 @@ def main() -> None:
     report["task"] = task(40 if quick else 200, repeat, sharp, convert)
     report["catalog"] = catalog(3 if quick else args.masters, repeat, sharp, convert)
     report["video"] = video_job(1, 1.0 if quick else args.video_seconds, repeat)
+    bytes_report = bytes_bench.measure(1 if quick else 3, oracle=0 if quick else 6,
+                                       repeat=1 if quick else 2)
+    report["bytes"] = {k: v for k, v in bytes_report.items() if k != "per_output"}
     report["ratios"] = ratios(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "last-run.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -343,6 +351,7 @@ def main() -> None:
         print(json.dumps(report["ratios"]))
         return
     write_results(report)
+    bytes_bench.write_results(bytes_report)
     print(json.dumps(report["ratios"], indent=2))
     print(f"results: {RESULTS / 'RESULTS.md'}")
     shutil.rmtree(peers.WORK / "tmp", ignore_errors=True)

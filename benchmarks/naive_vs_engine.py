@@ -24,10 +24,10 @@ import pyvips
 
 from engine import api
 from engine.demo import _to_image, lifestyle_scene, product_shot
+from engine.geometry import layout
 from engine.image import ops
 from engine.image.decode import configure
 from engine.image.encode import encode
-from engine.geometry import layout
 from engine.spec.models import ImagePreset, parse_colour
 
 WORK = Path(__file__).parent / "work"

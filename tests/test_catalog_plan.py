@@ -107,7 +107,9 @@ description = "same recipe as email-600 under another name"
 resize = { width = 600, fit = "fit" }
 format = "jpeg"
 progressive = true
-quality = 85
+quality = "auto"
+target = "good"
+min_quality = 35
 max_bytes = 60000
 """)
     (tmp_path / "cfg" / "channels" / "newsletter.toml").write_text("""

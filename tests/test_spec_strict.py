@@ -25,9 +25,9 @@ def error_of(root: Path) -> str:
 # (preset table body, the whole message after "FILE: ")
 WRONG_TYPES = [
     (SQUARE + 'format = "jpeg"\nquality = "92"',
-     "sq.quality: expected an integer; found '92'"),
+     "sq.quality: expected an integer or 'auto'; found '92'"),
     (SQUARE + 'format = "jpeg"\nquality = 92.0',
-     "sq.quality: expected an integer; found 92.0"),
+     "sq.quality: expected an integer or 'auto'; found 92.0"),
     ('resize = { width = "100", fit = "fit" }\nformat = "jpeg"',
      "sq.resize.width: expected an integer; found '100'"),
     (SQUARE + 'format = "jpeg"\nprogressive = "yes"',
@@ -47,7 +47,7 @@ WRONG_TYPES = [
     ('resize = { width = 100, height = 100, fit = "stretch" }\nformat = "jpeg"',
      "sq.resize.fit: expected one of 'fill', 'fit', 'pad' or 'limit'; found 'stretch'"),
     (SQUARE + 'format = "jpeg"\nquality = 0',
-     "sq.quality: expected a number >= 1; found 0"),
+     "sq.quality: expected a number >= 1 or 'auto'; found 0"),
     (SQUARE + 'format = "jpeg"\nframe = "worst"',
      "sq.frame: expected a number or 'best'; found 'worst'"),
     ('kind = "video"\nresize = { width = 1080, height = 1920, fit = "fill" }\nfps_max = "30"',

@@ -29,8 +29,8 @@ from ..geometry import needed_scale as plan_scale
 from ..spec.models import ImagePreset, parse_colour, upscale_limit
 from . import decode as dec
 from . import ops
+from .encode import Scoring, save
 from .encode import describe as describe_encoder
-from .encode import encode as save
 
 # An attention analysis looks at no more than this many canvases' worth of pixels.
 ATTENTION_BUDGET = 4.0
@@ -113,6 +113,8 @@ class Work:
     data: bytes = b""  # encode
     quality: int = 0  # encode
     encoder: str = ""  # encode: the saver and its options, as text (the manifest's `encoder`)
+    score: float | None = None  # encode: SSIMULACRA2 of the file (quality = "auto")
+    scoring: Scoring | None = None  # shared by the master's derivatives (references, hints)
     lineage: Lineage = field(default_factory=Lineage)
     framing: Framing | None = None  # the editor's focal point / crop box (fill outputs)
 
@@ -314,8 +316,13 @@ def pad(work: Work) -> Work:
 
 
 def encode(work: Work) -> Work:
-    """Save, metadata stripped, under the byte budget: last, as the budget re-encodes pixels."""
-    work.data, work.quality = save(work.image, work.preset)
+    """Save, metadata stripped, quality searched ("auto"), under the byte budget: last."""
+    # Last, as the search and the budget re-encode the finished pixels (the score's lossless
+    # reference). What decided those pixels is their key: a JPEG and a WebP of them share one.
+    pixels = None if work.scoring is None else (
+        work.base_key, work.region, work.size, work.plan.canvas, work.plan.offset,
+        work.smart_cut, work.preset.background, work.framing)
+    work.data, work.quality, work.score = save(work.image, work.preset, work.scoring, pixels)
     work.encoder = describe_encoder(work.preset, work.quality)
     return work
 

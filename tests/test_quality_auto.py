@@ -1,0 +1,244 @@
+"""mozjpeg by default, quality = "auto" (SSIMULACRA2 search), the `score` column, and byte
+budgets that ordinary photos meet (issue 16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import load, read, write_config
+from photo_like import noise, photo
+
+from engine import api
+from engine.errors import MasterError
+from engine.image import encode as enc
+from engine.image.render import render_all
+from engine.image.ssimulacra2 import Reference
+from engine.rows import SCHEMA
+from engine.spec import load_config
+from engine.spec.models import TARGETS, ImagePreset, Resize, recipe_hash
+
+
+def preset(**kw: object) -> ImagePreset:
+    return ImagePreset(**{"resize": Resize(width=400), "format": "jpeg", **kw})
+
+
+def decoded(data: bytes):  # noqa: ANN201
+    import pyvips
+
+    return pyvips.Image.new_from_buffer(data, "")
+
+
+# -- mozjpeg -----------------------------------------------------------------------------------
+
+def test_jpeg_uses_mozjpeg_and_is_smaller_than_plain_libjpeg_at_the_same_setting():
+    image = photo(480, 640, seed=5)
+    data, quality = enc.encode(image, preset(quality=75))
+    plain = image.jpegsave_buffer(Q=75, optimize_coding=True, interlace=True, keep="none")
+    assert quality == 75 and len(data) < 0.9 * len(plain)
+    assert "trellis_quant=1" in enc.describe(preset(quality=75), 75)
+    # baseline stays baseline (optimize_scans is a progressive option)
+    base = preset(quality=75, progressive=False)
+    assert "optimize_scans" not in enc.describe(base, 75)
+    progressive = decoded(enc.encode(image, preset(quality=75))[0])
+    assert progressive.get_typeof("interlaced") and not decoded(
+        enc.encode(image, base)[0]).get_typeof("interlaced")
+
+
+def test_encoder_settings_are_in_their_formats_recipe_hashes_only():
+    jpeg, webp = preset(quality=80), preset(quality=80, format="webp")
+    assert jpeg.recipe()["encoder_settings"] == "mozjpeg-1"
+    assert preset(quality=50, format="avif").recipe()["encoder_settings"]
+    assert "encoder_settings" not in webp.recipe()
+    assert "target" not in jpeg.recipe()  # a fixed quality's recipe is as before
+    auto = [recipe_hash(preset(quality="auto", target=t), "e") for t in ("good", "eco", 75)]
+    assert len(set(auto + [recipe_hash(jpeg, "e")])) == 4
+
+
+# -- the search --------------------------------------------------------------------------------
+
+def test_search_finds_the_smallest_passing_quality_in_few_tries():
+    for threshold in (31, 47, 62, 88, 95):
+        calls = []
+
+        def score(q: int, threshold: int = threshold) -> float:
+            calls.append(q)
+            return 80.0 + 0.6 * (q - threshold)  # passes 80 from `threshold` up
+
+        q, s = enc.search(score, 80.0, 30, 95, 70, 0.6)
+        assert q == threshold and s >= 80 and len(calls) <= enc.MAX_SEARCH
+
+
+def test_search_returns_the_top_when_nothing_reaches_the_target():
+    q, s = enc.search(lambda q: q / 2, 99.0, 30, 95, 70, 0.6)
+    assert q == 95 and s < 99
+
+
+def test_proxy_is_full_scale_tiles_of_the_image():
+    image = photo(1100, 900, seed=2)
+    small = enc.proxy(image)
+    assert (small.width, small.height) == (2 * enc.PROXY_TILE, 2 * enc.PROXY_TILE)
+    t = enc.PROXY_TILE
+    tile = small.crop(0, 0, t, t)
+    found = [(x, y) for y in range(0, 900 - t + 1, t) for x in range(0, 1100 - t + 1, t)
+             if (image.crop(x, y, t, t) == tile).min() == 255]
+    assert len(found) == 1  # an exact crop on the tile grid, not a resized copy
+    assert enc.proxy(photo(400, 300)) is None  # small: searched whole
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "avif"])
+def test_auto_meets_the_target_with_the_smallest_quality(fmt):
+    image = photo(400, 300, seed=7)
+    p = preset(format=fmt, quality="auto", target="good")
+    done = enc.save(image, p)
+    ref = Reference(image)
+    score = ref.score(decoded(done.data))
+    assert score == pytest.approx(done.score, abs=0.01)
+    assert score >= TARGETS["good"]
+    lower = max(1, done.quality - 3)  # a few steps lower misses the target: no waste
+    saver = enc._saver(p)
+    assert ref.score(decoded(saver(image, lower))) < TARGETS["good"]
+
+
+def test_a_higher_target_costs_more_bytes_and_scores_higher():
+    image = photo(400, 300, seed=8, grain=1.0, beta=2.8)
+    eco = enc.save(image, preset(quality="auto", target="eco"))
+    high = enc.save(image, preset(quality="auto", target="high"))
+    assert eco.score >= TARGETS["eco"] and high.score >= TARGETS["high"]
+    assert len(eco.data) < len(high.data) and eco.quality < high.quality
+
+
+@pytest.mark.slow
+def test_a_large_image_is_searched_on_its_proxy_and_scored_whole():
+    image = photo(900, 700, seed=9)
+    done = enc.save(image, preset(quality="auto", target=75))
+    score = Reference(image).score(decoded(done.data))
+    assert score == pytest.approx(done.score, abs=0.01)
+    assert score >= 75 - enc.PROXY_SLACK
+
+
+def test_with_a_budget_the_budget_wins_and_the_best_score_that_fits_is_taken():
+    image = photo(400, 300, seed=3)
+    free = enc.save(image, preset(quality="auto", target="good"))
+    budget = len(free.data) // 2
+    done = enc.save(image, preset(quality="auto", target="good", max_bytes=budget))
+    assert len(done.data) <= budget and done.quality < free.quality
+    assert done.score < free.score
+    above = enc._saver(preset())(image, done.quality + 1)
+    assert len(above) > budget  # one step up no longer fits: the best that fits
+
+
+# -- presets and the manifest -------------------------------------------------------------------
+
+def test_auto_validation_names_key_expected_and_found():
+    with pytest.raises(ValueError, match="quality: expected a number for format = 'png'"):
+        preset(format="png", quality="auto")
+    with pytest.raises(ValueError, match="target: expected no target unless quality = 'auto'"):
+        preset(quality=80, target="eco")
+    with pytest.raises(ValueError):
+        preset(quality="auto", target="best")
+    with pytest.raises(ValueError):
+        preset(quality="auto", target=101)
+
+
+def test_built_in_presets_use_auto_except_amazon():
+    presets = load_config().presets
+    assert presets["amazon-white-square-2000"].quality == 90
+    for name in ("email-600", "email-1200", "web-gallery-640-avif", "mobile-640-webp",
+                 "web-zoom-2048-jpeg"):
+        assert presets[name].auto, name
+
+
+def test_manifest_score_is_the_written_files_score(tmp_path: Path):
+    (tmp_path / "in").mkdir()
+    photo(400, 300, seed=11).jpegsave(str(tmp_path / "in" / "p.jpg"), Q=95)
+    write_config(tmp_path / "cfg", "presets", "p", """
+[auto-jpeg]
+resize = { width = 320 }
+format = "jpeg"
+quality = "auto"
+[auto-webp]
+resize = { width = 320 }
+format = "webp"
+quality = "auto"
+target = "eco"
+[fixed-jpeg]
+resize = { width = 320 }
+format = "jpeg"
+quality = 80
+""")
+    write_config(tmp_path / "cfg", "channels", "c", """
+name = "c"
+[[outputs]]
+name = "a"
+preset = "auto-jpeg"
+[[outputs]]
+name = "w"
+preset = "auto-webp"
+[[outputs]]
+name = "f"
+preset = "fixed-jpeg"
+""")
+    result = api.render(tmp_path / "in", tmp_path / "out", config_dir=tmp_path / "cfg",
+                        channels=["c"])
+    assert not result.failed
+    assert str(SCHEMA.field("score").type) == "double"
+    rows = {r["output"]: r for r in read(tmp_path / "out").to_pylist()}
+    reference = render_all((tmp_path / "in" / "p.jpg").read_bytes(), {"ref": preset(
+        resize=Resize(width=320), format="png")})[0]["ref"]
+    ref = Reference(decoded(reference.data))
+    for name, target in (("a", TARGETS["good"]), ("w", TARGETS["eco"])):
+        row = rows[name]
+        written = load(tmp_path / "out" / row["path"])
+        assert row["score"] == pytest.approx(ref.score(written), abs=0.05)
+        assert row["score"] >= target and 30 <= row["quality"] <= 95
+        assert f"auto={target:g}" in row["encoder"]
+    assert rows["f"]["score"] is None and rows["f"]["quality"] == 80
+
+
+@pytest.mark.slow
+def test_reference_implementation_agrees_with_the_manifest_score(tmp_path: Path):
+    oracle = pytest.importorskip("ssimulacra2")
+    image = photo(480, 360, seed=12)
+    done = enc.save(image, preset(quality="auto", target="good", format="webp"))
+    image.pngsave(str(tmp_path / "ref.png"))
+    decoded(done.data).pngsave(str(tmp_path / "out.png"))
+    value = float(oracle.compute_ssimulacra2(str(tmp_path / "ref.png"), str(tmp_path / "out.png")))
+    assert value == pytest.approx(done.score, abs=1.5)
+
+
+# -- email budgets -----------------------------------------------------------------------------
+
+def _email(image, name: str):  # noqa: ANN001, ANN202
+    p = load_config().presets[name]
+    out = render_all(image.jpegsave_buffer(Q=95), {name: p})[0][name]
+    return p, out
+
+
+@pytest.mark.slow
+def test_an_ordinary_photo_meets_the_email_600_budget():
+    p, out = _email(photo(1200, 1600, seed=1), "email-600")
+    assert not isinstance(out, MasterError), out
+    assert len(out.data) <= p.max_bytes and out.width == 600
+    assert out.quality >= 50 and out.score >= 50  # mozjpeg fits it at a medium quality or better
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,beta", [(1, 2.4), (2, 2.2), (3, 2.6), (4, 2.3), (5, 2.8)])
+@pytest.mark.parametrize("name", ["email-600", "email-1200"])
+def test_ordinary_photos_meet_the_email_budgets(seed, beta, name):
+    for width, height in ((1200, 1600), (1600, 1200)):
+        p, out = _email(photo(width, height, seed=seed, beta=beta), name)
+        assert not isinstance(out, MasterError), out
+        assert len(out.data) <= p.max_bytes
+        assert out.quality >= p.min_quality
+        assert out.score is None or out.score >= 40  # a binding budget is always scored
+
+
+@pytest.mark.slow
+def test_a_noise_image_may_fail_the_budget_with_the_numbers():
+    p, out = _email(noise(1200, 1600), "email-600")
+    if isinstance(out, MasterError):
+        assert f"cannot fit {p.max_bytes} bytes" in str(out) and "minimum quality" in str(out)
+    else:
+        assert len(out.data) <= p.max_bytes
