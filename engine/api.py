@@ -550,24 +550,39 @@ def export_manifest(out: str | Path, fmt: str) -> str:
         return json.dumps([r.as_dict() for r in rows], indent=1, default=str) + "\n"
     import pyarrow.csv as pacsv
 
-    table = manifest.to_table(rows)  # CSV has no list or map: tags as "a|b|c", extra as JSON
-    tags = pa.array(["|".join(r.tags) if r.tags else None for r in rows], pa.string())
-    extra = pa.array([json.dumps(r.extra, ensure_ascii=False, sort_keys=True) if r.extra
-                      else None for r in rows], pa.string())
-    table = table.set_column(table.schema.get_field_index("tags"), "tags", tags)
-    table = table.set_column(table.schema.get_field_index("extra"), "extra", extra)
+    # CSV has no list or map: tags as "a|b|c", breakpoints as "320|640", extra as JSON
+    table = manifest.to_table(rows)
+    flat = {
+        "tags": ["|".join(r.tags) if r.tags else None for r in rows],
+        "breakpoints": ["|".join(map(str, r.breakpoints)) if r.breakpoints else None
+                        for r in rows],
+        "extra": [json.dumps(r.extra, ensure_ascii=False, sort_keys=True) if r.extra else None
+                  for r in rows],
+    }
+    for name, values in flat.items():
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pa.array(values, pa.string()))
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
     return buffer.getvalue().decode()
 
 
-def report(out: str | Path) -> Path:
-    """Write OUT/report.html: the contact sheet of every derivative in the manifest."""
+def report(out: str | Path, catalog: str | Path | None = None) -> Path:
+    """Write OUT/report.html: the contact sheet of every derivative in the manifest, and the
+    editor's loop. `catalog` (the listing or folder OUT was rendered from; the manifest does
+    not record it) lets the page start from the catalog's crops file and name the file it saves."""
+    from .publish.editor import read_sidecar
     from .publish.report import render_report
 
     out_path, rows = _published_rows(out)
+    sidecar = read_sidecar(catalog, exclude=out_path)
+    try:
+        presets = _config_for(Store(out_path), None, False, lambda message: None).presets
+    except ConfigError:  # a missing snapshot: the rows' own sizes are enough to draw them
+        presets = {}
     target = out_path / "report.html"
-    write_atomic(target, render_report(rows, f"fanout report: {out_path.name}").encode())
+    write_atomic(target, render_report(rows, f"fanout report: {out_path.name}", sidecar,
+                                       presets).encode())
     return target
 
 

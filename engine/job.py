@@ -135,7 +135,10 @@ def _facts(result: Rendered | VideoRendered) -> dict[str, object]:
                 **_lineage(result.source, region, None, result.scale, result.crop_by,
                            result.encoder)}
     facts: dict[str, object] = {"format": result.format, "width": result.width,
-                                "height": result.height, "quality": result.quality}
+                                "height": result.height, "quality": result.quality,
+                                "score": result.score,  # SSIMULACRA2 ("auto" only)
+                                "breakpoints": (None if result.breakpoints is None
+                                                else list(result.breakpoints))}
     lineage = result.lineage
     if lineage is not None:
         facts.update(_lineage(result.source, lineage.shown, lineage.trim, lineage.scale,
@@ -271,7 +274,8 @@ def _render_master(mp: MasterPlan, presets: dict[str, Preset],
         and _still_not_applicable(mp.previous.get((d.channel, d.output)), d, sha)
     })
     hls = _hls_todo(mp.derivatives, skipped)  # every file of an HLS set that must be remade
-    skipped = {d: row for d, row in skipped.items() if d not in hls}
+    remade = set(hls) | _choices_todo(mp.derivatives, skipped)
+    skipped = {d: row for d, row in skipped.items() if d not in remade}
     todo = [d for d in mp.derivatives if d not in skipped and d.hls is None]
     recipes = {d.recipe_hash: d.preset for d in todo if d.error is None}
     if not recipes and not hls:
@@ -344,6 +348,17 @@ def _rows(mp: MasterPlan, base: Row, skipped: dict[Derivative, Row],
             recipe_hash=d.recipe_hash, render_ms=result.render_ms, decode_ms=decode_ms,
         ))
     return rows
+
+
+def _choices_todo(derivatives: list[Derivative], skipped: dict[Derivative, Row]) -> set[Derivative]:
+    """Every candidate of a breakpoints set of which one candidate is not skipped: the widths
+    are chosen together (image/breakpoints.py), so a set is chosen again whole."""
+    sets: dict[tuple[str, str], list[Derivative]] = {}
+    for d in derivatives:
+        if d.choice is not None:
+            sets.setdefault((d.channel, d.choice), []).append(d)
+    return {d for members in sets.values() if any(m not in skipped for m in members)
+            for d in members}
 
 
 # -- HLS sets (video/hls.py): made from a ladder's published rungs, no re-encode -------------

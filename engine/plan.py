@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from .catalog import Master
 from .geometry import Framing, aspect_key, aspect_matches
 from .rows import Row
-from .spec.models import Channel, Preset, VideoPreset, recipe_hash
+from .spec.models import Channel, ImagePreset, Preset, VideoPreset, recipe_hash
 from .video.layout import hls_files
 
 
@@ -29,6 +29,8 @@ class Derivative:
     error: str | None = None
     hls: str | None = None  # a file of an HLS set: its name inside the set's folder (hls.py)
     framing: Framing | None = None  # the editor's focal point / crop box for a fill output
+    choice: str | None = None  # a breakpoints candidate: its set's channel output (chosen per
+    # master by bytes at render time; the candidates not chosen are recorded n/a)
 
 
 @dataclass
@@ -128,6 +130,8 @@ def plan(
                         channel=channel.name, output=name, preset=preset_name,
                         recipe_hash=framed[preset_name], format=preset.format, path=path,
                         error=error, framing=framing,
+                        choice=(output.name if isinstance(preset, ImagePreset)
+                                and preset.breakpoint_set else None),
                     ))
                 mp.derivatives += _hls_derivatives(channel, output.path, output.name,
                                                    output.preset, presets[output.preset],
@@ -208,18 +212,24 @@ def _engine_for(preset: Preset, engine_id: dict[str, str]) -> str:
 
 
 def ladder_names(name: str, preset: Preset) -> list[tuple[str | None, str]]:
-    """(rung, concrete preset name) for each output a preset makes: `name@rung` per ladder rung."""
+    """(rung, concrete preset name) for each output a preset makes: `name@rung` per ladder rung
+    (video) or per candidate width of a breakpoints set (image)."""
+    if isinstance(preset, ImagePreset) and preset.breakpoints is not None:
+        return [(str(w), f"{name}@{w}") for w in preset.breakpoints.widths()]
     if not isinstance(preset, VideoPreset) or preset.ladder is None:
         return [(None, name)]
     return [(r.name, f"{name}@{r.name}") for r in preset.ladder]
 
 
 def expand_ladders(presets: dict[str, Preset]) -> dict[str, Preset]:
-    """Every preset, with each ladder replaced by one concrete preset per rung (`name@rung`)."""
+    """Every preset, with each ladder replaced by one concrete preset per rung (`name@rung`),
+    and each breakpoints set by one per candidate width (`name@width`)."""
     out: dict[str, Preset] = {}
     for name, preset in presets.items():
         if isinstance(preset, VideoPreset) and preset.ladder is not None:
             out.update({f"{name}@{rung}": p for rung, p in preset.rungs()})
+        elif isinstance(preset, ImagePreset) and preset.breakpoints is not None:
+            out.update({f"{name}@{w}": p for w, p in preset.candidates(name)})
         else:
             out[name] = preset
     return out

@@ -18,6 +18,9 @@ from .feeds import VIDEO_FORMATS, file_url
 
 LADDER = re.compile(r"^(?P<set>.+)-(?P<width>[0-9]+)-(?P<format>avif|webp|jpeg)$")
 SET_OUTPUT = re.compile(r"^(?P<set>.+)-(?P<format>avif|webp|jpeg)$")
+# A breakpoints set's files (preset key `breakpoints`, widths chosen per master by bytes): the
+# channel output `<set>-<format>` makes `<set>-<format>-<width>`.
+CHOSEN = re.compile(r"^(?P<set>.+)-(?P<format>avif|webp|jpeg)-(?P<width>[0-9]+)$")
 BROWSER_ORDER = ("avif", "webp", "jpeg")  # what a browser should try first
 MIME = {"avif": "image/avif", "webp": "image/webp", "jpeg": "image/jpeg"}
 # `src` (browsers without srcset, crawlers): a mid rendition, the widest JPEG up to this width;
@@ -33,6 +36,7 @@ PLACEHOLDER_MAX = 1024
 VIDEO_MAX_WIDTH = 1280
 SIZES_MAIN = "(min-width: 1000px) 640px, 320px"
 SIZES_MORE = "160px"
+SIZES_EDITORIAL = "(min-width: 1000px) 960px, 100vw"  # section.editorial img in STYLE
 
 
 def placeholder_and_colour(path: Path) -> tuple[str, str]:
@@ -105,7 +109,8 @@ def _ladder(rows: list[Row]) -> dict[str, list[Row]]:
     master's own width past it)."""
     by_format: dict[str, dict[int, Row]] = defaultdict(dict)
     for r in sorted(rows, key=lambda r: (r.width or 0, r.output or "")):
-        match = LADDER.match(r.output or "")
+        match = LADDER.match(r.output or "") or (
+            CHOSEN.match(r.output or "") if r.breakpoints else None)
         if match and r.width:
             by_format[match["format"]].setdefault(r.width, r)
     return {f: list(by_format[f].values()) for f in BROWSER_ORDER if by_format.get(f)}
@@ -165,19 +170,23 @@ def _video(out: Path, base: str, rows: list[Row]) -> dict | None:
 
 
 def _editorial(base: str, rows: list[Row]) -> dict:
-    sets: dict[str, dict[str, Row]] = defaultdict(dict)
-    for r in rows:
-        if match := SET_OUTPUT.match(r.output or ""):
-            sets[match["set"]][match["format"]] = r
+    sets: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(rows, key=lambda r: r.width or 0):
+        match = SET_OUTPUT.match(r.output or "") or (
+            CHOSEN.match(r.output or "") if r.breakpoints else None)
+        if match:
+            sets[match["set"]][match["format"]].append(r)
     out_sets = []
     for name, by_format in sets.items():
-        fallback = by_format.get("jpeg") or next(iter(by_format.values()))
+        fallbacks = by_format.get("jpeg") or next(iter(by_format.values()))
+        fallback = ([r for r in fallbacks if (r.width or 0) <= SRC_MAX_WIDTH] or fallbacks)[-1]
+        widest = fallbacks[-1]
         out_sets.append({
-            "name": name, "width": fallback.width, "height": fallback.height,
-            "sources": [{"type": MIME[f], "srcset": f"{file_url(base, by_format[f].path)} "
-                         f"{by_format[f].width}w"} for f in BROWSER_ORDER
-                        if f in by_format and by_format[f] is not fallback],
-            "src": file_url(base, fallback.path),
+            "name": name, "width": widest.width, "height": widest.height,
+            "sources": [{"type": MIME[f], "srcset": _srcset(base, by_format[f])}
+                        for f in BROWSER_ORDER
+                        if f in by_format and by_format[f] is not fallbacks],
+            "srcset": _srcset(base, fallbacks), "src": file_url(base, fallback.path),
         })
     first = rows[0]
     return {"master_id": first.master_id, "alt": first.alt or "", "title": first.title,
@@ -278,9 +287,10 @@ def gallery_html(doc: dict, title: str = "Storefront") -> str:
     for item in doc["editorial"]:
         pictures = []
         for s in item["sets"]:
-            sources = "".join(f'<source type="{x["type"]}" srcset="{escape(x["srcset"])}">'
-                              for x in s["sources"])
+            sources = "".join(f'<source type="{x["type"]}" srcset="{escape(x["srcset"])}" '
+                              f'sizes="{SIZES_EDITORIAL}">' for x in s["sources"])
             pictures.append(f'<picture data-set="{escape(s["name"])}">{sources}<img '
+                            f'srcset="{escape(s["srcset"])}" sizes="{SIZES_EDITORIAL}" '
                             f'src="{escape(s["src"])}" width="{s["width"]}" '
                             f'height="{s["height"]}" alt="{escape(item["alt"])}" '
                             f'loading="lazy" decoding="async"></picture>')

@@ -36,6 +36,20 @@ DEFAULT_EFFORT: dict[str, int] = {
     f.name: f.effort for f in _IMAGE_OUTPUTS if f.effort is not None
 }
 MAX_EFFORT: dict[str, int] = {f.name: f.max_effort or 0 for f in _IMAGE_OUTPUTS}
+# quality = "auto": the named targets, as SSIMULACRA2 scores. The metric's own scale: 90
+# "visually lossless" (no difference in a flicker test at 1:1), 80 "very high" (none seen side
+# by side at 1:1; libjpeg-turbo Q85-Q90 on photos), 70 "high" (artefacts hard to notice without
+# the original; about libjpeg-turbo Q65-Q70). "good" is the web's level, "eco" where bytes
+# matter more than the last detail (email, thumbnails), "high" for zoom and re-editing.
+TARGETS: dict[str, float] = {"high": 90.0, "good": 80.0, "eco": 70.0}
+DEFAULT_TARGET = "good"
+# The quality span "auto" searches per format, lowest first (below it blocks or smearing show
+# on any photo; above it the bytes grow much faster than the score).
+AUTO_RANGE: dict[str, tuple[int, int]] = {"jpeg": (30, 98), "webp": (30, 98), "avif": (25, 90)}
+# Encoder settings beyond quality and effort (engine/image/encode.py: JPEG's mozjpeg options,
+# AVIF's 4:4:4), per format: in that format's recipes, so changing them re-renders that format
+# and nothing else. Bump one whenever encode.py's options for its format change.
+ENCODER_SETTINGS: dict[str, str] = {"jpeg": "mozjpeg-1", "avif": "444-1"}
 
 Gravity = Literal[
     "centre", "north", "south", "east", "west",
@@ -118,6 +132,40 @@ class Resize(Strict):
         return self
 
 
+# Responsive breakpoints: the candidate widths are this far apart (each the previous x 1.1,
+# rounded up to a multiple of 8), so a set chooses among about 23 widths from 320 to 2560.
+BREAKPOINT_GRID = 1.1
+
+
+class Breakpoints(Strict):
+    """Widths chosen per master by bytes (Cloudinary's responsive breakpoints): between
+    min_width and max_width, at most max_count widths, consecutive files at least
+    min_step_bytes apart. image/breakpoints.py chooses; every candidate is a derivative of its
+    own (`<output>-<width>`), the ones not chosen recorded `n/a`."""
+
+    min_width: Annotated[int, Field(ge=16, le=16384)]
+    max_width: Annotated[int, Field(ge=16, le=16384)]
+    max_count: Annotated[int, Field(ge=1, le=32)] = 8
+    min_step_bytes: Annotated[int, Field(ge=1)] = 20000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Breakpoints:
+        if self.max_width <= self.min_width:
+            raise ValueError(f"max_width: expected more than min_width = {self.min_width}; "
+                             f"found {self.max_width}")
+        return self
+
+    def widths(self) -> list[int]:
+        """The candidate widths, smallest first: min_width, then steps of BREAKPOINT_GRID
+        (rounded up to a multiple of 8), then max_width."""
+        out = [self.min_width]
+        while True:
+            nxt = -(-int(out[-1] * BREAKPOINT_GRID) // 8) * 8
+            if nxt >= self.max_width:
+                return out + [self.max_width]
+            out.append(max(nxt, out[-1] + 8))
+
+
 class ImagePreset(Strict):
     """A named image recipe: everything that decides the output bytes."""
 
@@ -127,7 +175,10 @@ class ImagePreset(Strict):
     resize: Resize
     background: str = "#ffffff"
     format: ImageFormat
-    quality: Annotated[int, Field(ge=1, le=100)] | None = None
+    # A number, or "auto": per derivative, the smallest file whose SSIMULACRA2 score meets
+    # `target` (image/encode.py searches it; the score goes to the manifest).
+    quality: Annotated[int, Field(ge=1, le=100)] | Literal["auto"] | None = None
+    target: Literal["high", "good", "eco"] | Annotated[float, Field(ge=30, le=100)] | None = None
     effort: Annotated[int, Field(ge=0, le=9)] | None = None
     progressive: bool = True
     max_bytes: Annotated[int, Field(ge=256)] | None = None
@@ -137,8 +188,41 @@ class ImagePreset(Strict):
     # seconds, or "best": a representative frame, not black, not blurred), not an image master.
     frame: Annotated[float, Field(ge=0)] | Literal["best"] | None = None
     upscale: Upscale = "allow"
+    breakpoints: Breakpoints | None = None  # widths chosen per master by bytes (candidates())
+    # Set by candidates() on each concrete width of a breakpoints set: the set's preset name.
+    # Not part of the recipe (image/render.py groups a set's candidates by it).
+    _breakpoint_set: str | None = PrivateAttr(default=None)
 
     _check_bg = field_validator("background")(_check_colour)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _breakpoints_width(cls, data: object) -> object:
+        """A breakpoints preset's resize may leave the width out: it is max_width."""
+        if isinstance(data, dict) and isinstance(data.get("breakpoints"), dict) and isinstance(
+                data.get("resize"), dict) and "width" not in data["resize"] and \
+                "height" not in data["resize"] and "max_width" in data["breakpoints"]:
+            data = {**data, "resize": {**data["resize"],
+                                       "width": data["breakpoints"]["max_width"]}}
+        return data
+
+    def candidates(self, name: str) -> list[tuple[str | None, ImagePreset]]:
+        """(width as text, concrete preset) for each candidate width of breakpoints set `name`
+        (this preset's name), or [(None, self)]."""
+        if self.breakpoints is None:
+            return [(None, self)]
+        out = []
+        for width in self.breakpoints.widths():
+            concrete = self.model_copy(
+                update={"resize": self.resize.model_copy(update={"width": width})})
+            concrete._breakpoint_set = name
+            out.append((str(width), concrete))
+        return out
+
+    @property
+    def breakpoint_set(self) -> str | None:
+        """A breakpoints candidate's set (None: not a candidate)."""
+        return self._breakpoint_set
 
     @property
     def master_kind(self) -> str:
@@ -151,10 +235,19 @@ class ImagePreset(Strict):
         if self.max_bytes is not None and self.format == "png":
             problems.append("max_bytes: expected a lossy format (jpeg, webp or avif) for a byte "
                             "budget; found format = 'png'")
-        elif self.max_bytes is not None and self.min_quality > self.effective_quality:
+        elif (self.max_bytes is not None and not self.auto
+              and self.min_quality > self.effective_quality):
             default = "" if self.quality is not None else f" ({self.format}'s default)"
             problems.append(f"min_quality: expected at most quality = {self.effective_quality}"
                             f"{default}; found {self.min_quality}")
+        if self.quality == "auto" and self.format not in AUTO_RANGE:
+            problems.append(f"quality: expected a number for format = {self.format!r} "
+                            f"(\"auto\" needs a lossy format: jpeg, webp or avif); found 'auto'")
+        if self.target is not None and not self.auto:
+            problems.append(f"target: expected no target unless quality = 'auto'; found "
+                            f"{self.target!r} with quality = {self.effective_quality}")
+        if self.breakpoints is not None:
+            problems += _breakpoint_problems(self)
         limits = MAX_EFFORT
         if self.effort is not None and self.effort > limits[self.format]:
             span = f"0..{limits[self.format]}" if limits[self.format] else "0"
@@ -165,8 +258,23 @@ class ImagePreset(Strict):
         return self
 
     @property
+    def auto(self) -> bool:
+        """quality = "auto": the encoder searches the quality per derivative (a lossy format's
+        only: an unvalidated copy turned into PNG, as a lossless reference, is not searched)."""
+        return self.quality == "auto" and self.format in AUTO_RANGE
+
+    @property
     def effective_quality(self) -> int:
-        return self.quality if self.quality is not None else DEFAULT_QUALITY[self.format]
+        """The fixed quality; with "auto", where the search starts (the format's default)."""
+        return self.quality if isinstance(self.quality, int) else DEFAULT_QUALITY[self.format]
+
+    @property
+    def target_score(self) -> float | None:
+        """The SSIMULACRA2 score "auto" aims at (None: a fixed quality)."""
+        if not self.auto:
+            return None
+        target = self.target if self.target is not None else DEFAULT_TARGET
+        return TARGETS[target] if isinstance(target, str) else float(target)
 
     @property
     def effective_effort(self) -> int:
@@ -182,10 +290,36 @@ class ImagePreset(Strict):
 
     def recipe(self) -> dict:
         """Everything that determines the output bytes (the description does not)."""
-        data = self.model_dump(exclude={"description"} | _default_upscale(self))
-        data["quality"] = self.effective_quality
+        data = self.model_dump(exclude={"description"} | _default_upscale(self)
+                               | ({"breakpoints"} if self.breakpoints is None else set()))
+        data["quality"] = "auto" if self.auto else self.effective_quality
         data["effort"] = self.effective_effort
+        if self.auto:
+            data["target"] = self.target_score
+        else:
+            del data["target"]  # absent at a fixed quality, so existing recipe hashes stand
+        if self.format in ENCODER_SETTINGS:  # encode.py's options decide the bytes too
+            data["encoder_settings"] = ENCODER_SETTINGS[self.format]
         return data
+
+
+def _breakpoint_problems(preset: ImagePreset) -> list[str]:
+    """A breakpoints set resizes by width only, never upscaling past the master (fit = 'limit'
+    or 'fit'), up to max_width; a poster frame has no bytes to choose by."""
+    bp, resize = preset.breakpoints, preset.resize
+    assert bp is not None
+    problems = []
+    if resize.fit not in ("limit", "fit") or resize.height is not None:
+        problems.append(f"breakpoints: expected resize by width only with fit = 'limit' or "
+                        f"'fit'; found fit = {resize.fit!r}"
+                        + (f" and height = {resize.height}" if resize.height else ""))
+    if resize.width not in (None, bp.max_width):
+        problems.append(f"breakpoints: expected resize.width left out or equal to max_width = "
+                        f"{bp.max_width}; found {resize.width}")
+    if preset.frame is not None:
+        problems.append("breakpoints: expected an image master's preset; found frame = "
+                        f"{preset.frame!r}")
+    return problems
 
 
 def _default_upscale(preset: ImagePreset | VideoPreset) -> set[str]:
