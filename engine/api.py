@@ -274,6 +274,7 @@ def render(
         with out_store.exclusive():
             night = _Night(out_store, the_plan, masters, chosen, settings, config, spool_dir,
                            started_ns, verify)
+            night.catalog = str(catalog) if is_url(str(catalog)) else str(Path(catalog).resolve())
             night.begin(keep_stale, allow_removals, max_removals, on_done)
             try:
                 schedule.run(night.todo, the_plan.presets, settings, scheduler, workers,
@@ -294,6 +295,7 @@ class _Night:
                  chosen: list[Channel], settings: JobSettings, config: Config,
                  spool_dir: Path, started_ns: int | None = None, verify: bool = False) -> None:
         self.store, self.plan, self.chosen = store, the_plan, chosen
+        self.catalog = ""  # where the masters were listed (render sets it; recorded on commit)
         self.started_ns = time.time_ns() if started_ns is None else started_ns
         self.trust_tokens = not (verify or settings.force)
         self.todo = the_plan.masters  # the masters that need a task (begin drops unchanged ones)
@@ -395,7 +397,8 @@ class _Night:
             store, manifest.MANIFEST_NAME,
             [settled.carried, *([settled.stale] if keep_stale else []), settled.kept, rows],
             manifest.encode_meta({manifest.META_RUN: run_id, manifest.META_CONFIG: config_path,
-                                  manifest.META_STARTED: str(self.started_ns)}))
+                                  manifest.META_STARTED: str(self.started_ns),
+                                  manifest.META_CATALOG: self.catalog}))
         self.committed = True
         del rows
         store.rename(manifest.history_path(run_id, manifest.PENDING_SUFFIX),
@@ -569,12 +572,17 @@ def export_manifest(out: str | Path, fmt: str) -> str:
 
 def report(out: str | Path, catalog: str | Path | None = None) -> Path:
     """Write OUT/report.html: the contact sheet of every derivative in the manifest, and the
-    editor's loop. `catalog` (the listing or folder OUT was rendered from; the manifest does
-    not record it) lets the page start from the catalog's crops file and name the file it saves."""
+    editor's loop. `catalog` (the listing or folder OUT was rendered from; by default the one
+    the last run recorded, when it is still there) lets the page start from the catalog's crops
+    file and name the file it saves."""
     from .publish.editor import read_sidecar
     from .publish.report import render_report
 
     out_path, rows = _published_rows(out)
+    if catalog is None:
+        recorded = manifest.meta_value(manifest.read_meta(Store(out_path)), manifest.META_CATALOG)
+        if recorded and (is_url(recorded) or Path(recorded).exists()):
+            catalog = recorded
     sidecar = read_sidecar(catalog, exclude=out_path)
     try:
         presets = _config_for(Store(out_path), None, False, lambda message: None).presets

@@ -652,8 +652,9 @@ def feed_manifest(out, fmt, output_file) -> None:  # noqa: ANN001
 @main.command()
 @out_argument
 @option("--catalog", metavar="CATALOG", default=None,
-        help="The listing or folder OUT was rendered from: the editor's loop starts from its "
-             "crops file and names the file it saves.")
+        help="The listing or folder OUT was rendered from (default: the one the last run "
+             "recorded): the editor's loop starts from its crops file and names the file it "
+             "saves.")
 def report(out, catalog) -> None:  # noqa: ANN001
     """Write OUT/report.html: a contact sheet of every derivative, with filters, and the
     editor's loop (focal points and crop boxes, saved as the catalog's crops file)."""

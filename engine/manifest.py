@@ -32,6 +32,8 @@ META_CONFIG = b"fanout.config"
 # When the run began (time.time_ns(), before it stat-ed any master): a master stamped this
 # close to it may have changed after the run read it (masters.is_racy).
 META_STARTED = b"fanout.started_ns"
+# The catalog the run read (an absolute path or a URL): `fanout report` finds its crops file.
+META_CATALOG = b"fanout.catalog"
 # Key-value metadata of a run's history file. A "delta" history holds what the run changed:
 # rows it rendered, failed, kept or restated (its master's columns changed), the rows it
 # removed, and rows it left as they were (stale ones, with --keep-stale); every other row of

@@ -125,10 +125,14 @@ def test_the_report_embeds_thumbnails_regions_and_the_sidecar(tmp_path, config_d
     assert not re.search(r'(src|href)="(https?:)?//', html), "works offline: no CDN"
 
 
-def test_without_the_catalog_the_page_says_how_to_name_the_file(tmp_path, config_dir):
+def test_the_report_finds_the_catalog_the_last_run_recorded(tmp_path, config_dir):
     quadrants().pngsave(str(tmp_path / "m.png"))
     out = tmp_path / "out"
-    api.render(write_listing(tmp_path, ["m"]), out, channels=["t"], config_dir=config_dir)
+    listing = write_listing(tmp_path, ["m"])
+    api.render(listing, out, channels=["t"], config_dir=config_dir)
+    doc = editor_doc(api.report(out))  # no catalog named: the manifest's
+    assert doc["file_name"] == f"{listing.stem}.crops.toml"
+    listing.rename(tmp_path / "moved.csv")  # gone: the page says how to name the file
     report = api.report(out)
     assert editor_doc(report)["file_name"] == "crops.toml"
     assert "made without <code>--catalog</code>" in report.read_text()
