@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -228,6 +229,7 @@ def render(
     on_done: Callable[[int], None] | None = None,
     on_info: Callable[[str], None] | None = None,
     verify: bool = False,
+    memory: str | None = None,
 ) -> RunResult:
     """Render what changed since the last run into OUT; write the files, the manifest and the
     run's history.
@@ -237,6 +239,8 @@ def render(
     removal guard allows; a bad master never raises, it becomes `failed` or `kept` rows.
     A master whose change token (size, mtime, ctime, inode; an object store's version) is the
     one recorded is not read; `verify` reads and hashes every master, as the job decides.
+    `memory` ("12GiB"; default FANOUT_MEMORY, else 80% of what is available): what a local
+    run's masters may take at once, by their estimated peaks (schedule.MemoryGate).
     """
     start = time.perf_counter()
     started_ns = time.time_ns()  # before any master is stat-ed: the racy rule's reference
@@ -247,6 +251,10 @@ def render(
     if max_master_bytes is not None and max_master_bytes < 1:
         raise ConfigError(f"--max-master-bytes: expected a positive number; "
                           f"found {max_master_bytes}")
+    from . import schedule  # Dask, the codecs and the job are imported only by runs that render
+
+    memory = memory or os.environ.get(schedule.MEMORY_ENV)
+    budget = schedule.parse_bytes(memory, "--memory") if memory else None  # before OUT is touched
     info = on_info or (lambda message: None)
     out_store = Store(out)
     _refuse_out_in_catalog(catalog, out_store)
@@ -260,7 +268,6 @@ def render(
     if on_planned is not None:
         on_planned(the_plan)
 
-    from . import schedule  # Dask, the codecs and the job are imported only by runs that render
     from .job import JobSettings
 
     scratch.sweep()  # scratch folders of fanout processes killed with -9
@@ -279,7 +286,7 @@ def render(
             try:
                 schedule.run(night.todo, the_plan.presets, settings, scheduler, workers,
                              on_done, info, on_rows=night.add, client=client,
-                             prepare=night.prepare)
+                             prepare=night.prepare, memory=budget)
                 result = night.commit(keep_stale)
             except BaseException:
                 night.undo()

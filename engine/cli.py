@@ -356,6 +356,10 @@ def _removals(ctx: click.Context, param: click.Parameter,  # noqa: ARG001
         envvar="FANOUT_MAX_PIXELS", help="Refuse masters with more pixels than this.")
 @option("--max-master-bytes", type=int, default=None, metavar="N",
         help="Refuse masters larger than this many bytes (default: 2 GiB).")
+@option("--memory", metavar="SIZE", envvar="FANOUT_MEMORY",
+        help="What a local run's masters may take at once, by their estimated peaks, e.g. "
+             "12GiB (default: 80% of the memory available). On a cluster: the workers' "
+             "MEMORY resource.")
 @option("--force", is_flag=True, help="Render everything, even what did not change.")
 @option("--verify", is_flag=True, envvar="FANOUT_VERIFY",
         help="Read and hash every master, rather than trusting an unchanged change token "

@@ -7,7 +7,6 @@ comes back is plain manifest rows (a pyvips image never crosses a task boundary)
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -115,18 +114,18 @@ def master_footprint(mp: MasterPlan, presets: dict[str, Preset]) -> int:
                               [d.framing for d in recipes.values()], known)
 
 
-def parse_bytes(text: str) -> int:
-    """'12GiB', '8 GB', '500MiB', '3e9' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9.e+]+)\s*([KMGT]i?B?|B)?\s*", text, re.IGNORECASE)
-    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6,
-             "MIB": 2**20, "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12,
-             "TIB": 2**40}
+def parse_bytes(text: str, what: str = MEMORY_ENV) -> int:
+    """'12GiB', '8 GB', '500MiB', '3e9' -> bytes (dask's own parser); a ConfigError naming
+    `what` for anything else, or a size under 1 MB."""
+    from dask.utils import parse_bytes as dask_parse
+
     try:
-        assert match is not None
-        return int(float(match.group(1)) * units[(match.group(2) or "").upper()])
-    except (AssertionError, ValueError, KeyError):
-        raise ConfigError(f"{MEMORY_ENV}: expected a size like 12GiB or 8000000000; "
-                          f"found {text!r}") from None
+        value = dask_parse(text)
+    except (ValueError, TypeError):
+        value = 0
+    if value < 10**6:
+        raise ConfigError(f"{what}: expected a size like 12GiB or 8000000000; found {text!r}")
+    return int(value)
 
 
 def memory_budget() -> int:

@@ -277,7 +277,7 @@ def test_help_names_the_environment_variable_of_every_option():
     text = " ".join(result.stdout.split())  # help is wrapped to the terminal
     for name in ("FANOUT_CONFIG_DIR", "FANOUT_OUT", "FANOUT_SCHEDULER", "FANOUT_WORKERS",
                  "FANOUT_MAX_PIXELS", "FANOUT_CHANNEL", "FANOUT_RENDER_FORCE",
-                 "FANOUT_RENDER_MAX_REMOVALS"):
+                 "FANOUT_RENDER_MAX_REMOVALS", "FANOUT_MEMORY", "FANOUT_VERIFY"):
         assert f"[env var: {name}" in text, name
     options = [p for p in main.commands["render"].params if p.param_type_name == "option"]
     assert len(options) >= 14
@@ -403,3 +403,15 @@ def test_ctrl_c_in_process_exits_130_and_leaves_the_handlers_as_they_were(monkey
     result = CliRunner().invoke(main, ["render", str(tmp_path), "--out", "out"])
     assert result.exit_code == 130 and result.stderr == "interrupted\n"
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_bad_memory_budget_stops_the_run_before_out_exists(tmp_path):
+    (tmp_path / "masters").mkdir()
+    P.scene(60, 40).jpegsave(str(tmp_path / "masters" / "a.jpg"))
+    out = tmp_path / "out"
+    result = fanout("render", str(tmp_path / "masters"), "--out", str(out), "--memory", "lots",
+                    "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --memory: expected a size like 12GiB or 8000000000; " \
+                                    "found 'lots'"
+    assert not out.exists()
