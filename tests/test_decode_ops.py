@@ -137,18 +137,18 @@ def test_pyramid_result_matches_a_direct_resize():
 def test_max_bytes_finds_the_highest_quality_that_fits():
     import pyvips
 
-    image = (pyvips.Image.gaussnoise(1200, 800, sigma=40, mean=128)).cast("uchar")
+    image = (pyvips.Image.gaussnoise(600, 400, sigma=40, mean=128)).cast("uchar")
     image = image.bandjoin([image, image]).copy(interpretation="srgb")
     def size_at(q: int) -> int:
-        return len(encode(image, ImagePreset(resize=Resize(width=1200), format="jpeg",
+        return len(encode(image, ImagePreset(resize=Resize(width=600), format="jpeg",
                                              quality=q))[0])
 
     budget = (size_at(90) + size_at(40)) // 2
-    preset = ImagePreset(resize=Resize(width=1200), format="jpeg", quality=90, max_bytes=budget)
+    preset = ImagePreset(resize=Resize(width=600), format="jpeg", quality=90, max_bytes=budget)
     data, quality = encode(image, preset)
     assert len(data) <= budget and 40 < quality < 90
     assert size_at(quality + 1) > budget
-    impossible = ImagePreset(resize=Resize(width=1200), format="jpeg", max_bytes=2_000)
+    impossible = ImagePreset(resize=Resize(width=600), format="jpeg", max_bytes=2_000)
     with pytest.raises(MasterError, match="cannot fit 2000 bytes"):
         encode(image, impossible)
 

@@ -1,10 +1,14 @@
 """`fanout demo`: the README's first command, checked the way a user would check it."""
 
+import pytest
 from click.testing import CliRunner
 from helpers import load, mean_colour, read
 
 from engine.cli import main
 from engine.publish.feeds import url_problem
+
+# The demo renders every built-in channel (quality = "auto" searches included): ~50 s.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_renders_every_builtin_channel(demo_out):

@@ -59,6 +59,7 @@ def srcset(text: str) -> list[tuple[str, int]]:
     return [(u, int(w[:-1])) for u, w in (part.strip().split(" ") for part in text.split(","))]
 
 
+@pytest.mark.slow  # the shop: ten products through the web channel (~30 s)
 def test_products_and_images_in_order_editorial_apart(shop):
     doc = gallery_doc(shop)
     assert [p["id"] for p in doc["products"]] == PRODUCTS  # catalog order
@@ -73,6 +74,7 @@ def test_products_and_images_in_order_editorial_apart(shop):
     assert not ids & {"summer", "winter"}
 
 
+@pytest.mark.slow  # the shop fixture (~30 s)
 def test_every_srcset_url_is_a_rendered_file_of_its_width(shop):
     import pyvips
 
@@ -94,6 +96,7 @@ def test_every_srcset_url_is_a_rendered_file_of_its_width(shop):
             assert re.fullmatch(r"#[0-9a-f]{6}", image["color"])
 
 
+@pytest.mark.slow  # the shop fixture (~30 s)
 def test_html_form_and_the_manifest_carry_the_catalog_data(shop):
     html = api.gallery(shop, BASE, "html")
     assert html.count("<picture") == 8 + 2 * 2 + 2 * 2  # products' images, editorial sets
@@ -106,6 +109,7 @@ def test_html_form_and_the_manifest_carry_the_catalog_data(shop):
     assert p0["extra"] == {"colourway": "red"}
 
 
+@pytest.mark.slow  # the demo (~50 s)
 def test_the_demos_gallery_lists_its_video_with_codecs(demo_out):
     _, folder = demo_out
     out = folder / "out"

@@ -46,6 +46,7 @@ def expected_size(preset, width: int, height: int) -> tuple[int, int]:
     return box, round(height * box / width)
 
 
+@pytest.mark.slow  # a shared render of every built-in channel (~45 s)
 def test_bad_masters_fail_alone_with_clear_errors(problem_run, problem_folder):
     result, _, _, rows = problem_run
     assert result.exit_code == 1, result.output
@@ -63,6 +64,7 @@ def test_bad_masters_fail_alone_with_clear_errors(problem_run, problem_folder):
     assert all(r["path"] is None for r in rows if r["status"] == "failed")
 
 
+@pytest.mark.slow  # a shared render of every built-in channel (~45 s)
 def test_every_output_has_its_channels_exact_size_format_and_srgb(problem_run):
     _, out, _, rows = problem_run
     config = load_config()
@@ -84,6 +86,7 @@ def test_every_output_has_its_channels_exact_size_format_and_srgb(problem_run):
         assert row["path"].endswith("." + ("jpg" if row["format"] == "jpeg" else row["format"]))
 
 
+@pytest.mark.slow  # a shared render of every built-in channel (~45 s)
 def test_outputs_are_upright_with_the_right_colours(problem_run):
     _, out, _, rows = problem_run
     looked = [r for r in rows
@@ -97,6 +100,7 @@ def test_outputs_are_upright_with_the_right_colours(problem_run):
         assert bottom_right[2] > 120 and bottom_right[0] < 90, f"{row['master_id']}: blue moved"
 
 
+@pytest.mark.slow  # a shared render of every built-in channel (~45 s)
 def test_manifest_has_the_contract_columns_and_types(problem_run):
     _, out, table, rows = problem_run
     for name, kind in CONTRACT.items():
@@ -110,6 +114,7 @@ def test_manifest_has_the_contract_columns_and_types(problem_run):
     assert (out / "_runs" / f"{rows[0]['run_id']}.parquet").is_file(), "the run's history"
 
 
+@pytest.mark.slow  # a shared render of every built-in channel (~45 s)
 def test_email_outputs_stay_within_their_byte_budgets(problem_run):
     _, out, _, rows = problem_run
     config = load_config()

@@ -12,6 +12,9 @@ from helpers import LOADERS, load, mean_colour, read
 
 from engine import api
 
+# Every wild master through every built-in output: ~30 s.
+pytestmark = pytest.mark.slow
+
 
 def write_wild(folder: Path) -> None:
     s = P.scene()
