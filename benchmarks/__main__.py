@@ -41,6 +41,7 @@ from . import bytes as bytes_bench
 from . import naive_vs_engine as naive
 from . import peers
 from . import video_vs_ffmpeg as video
+from .chart import bar_chart
 
 RESULTS = Path(__file__).parent / "results"
 TASK_SIZE, TASK_OUT = (2725, 2225), (720, 588)
@@ -300,22 +301,9 @@ def chart(report: dict) -> None:
     groups.append(("task s/op", {k: 1 / v["median"] for k, v in report["task"].items()}))
     bars = [(f"{g}: {name}", t / times["engine"]) for g, times in groups
             for name, t in times.items()]
-    width, row = 900, 30
-    image = pyvips.Image.black(width, row * len(bars) + 50, bands=3) + 255
-    scale = (width - 320) / max(v for _, v in bars)
-
-    def label(canvas: pyvips.Image, text: str, x: int, y: int) -> pyvips.Image:
-        mask = pyvips.Image.text(text, dpi=72)
-        ink = mask.ifthenelse([0, 0, 0], [255, 255, 255], blend=True)
-        return canvas.draw_image(ink, x, y)
-
-    image = label(image, "cost relative to fanout (fanout = 1.00; longer bars are slower)", 5, 10)
-    for i, (name, value) in enumerate(bars):
-        y = 40 + i * row
-        colour = [40, 110, 200] if name.endswith("engine") else [210, 120, 40]
-        image = image.draw_rect(colour, 300, y, max(2, int(value * scale)), row - 8, fill=True)
-        image = label(image, f"{name}  {value:.2f}", 5, y + 4)
-    image.cast("uchar").pngsave(str(RESULTS / "chart.png"))
+    bar_chart(bars, "cost relative to fanout (fanout = 1.00; longer bars are slower)",
+              RESULTS / "chart.png", lambda name: name.endswith("engine"),
+              lambda value: f"{value:.2f}")
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from engine.spec.loader import builtin_dir
 
 from . import naive_vs_engine as naive
 from . import peers
+from .chart import bar_chart
 
 RESULTS = Path(__file__).parent / "results"
 SHARP_ENCODE = Path(__file__).parent / "peers" / "sharp_encode.cjs"
@@ -289,23 +290,9 @@ def chart(report: dict) -> None:
     for fmt, f in report["per_format"].items():
         bars += [(f"{fmt}: fanout", f["fanout_bytes"]), (f"{fmt}: sharp", f["sharp_bytes"])]
     bars += [("all: fanout", report["fanout_bytes"]), ("all: sharp", report["sharp_bytes"])]
-    width, row = 900, 30
-    image = pyvips.Image.black(width, row * len(bars) + 50, bands=3) + 255
-    scale = (width - 320) / max(v for _, v in bars)
-
-    def label(canvas: pyvips.Image, text: str, x: int, y: int) -> pyvips.Image:
-        mask = pyvips.Image.text(text, dpi=72)
-        ink = mask.ifthenelse([0, 0, 0], [255, 255, 255], blend=True)
-        return canvas.draw_image(ink, x, y)
-
-    image = label(image, "total kilobytes per format at equal or better SSIMULACRA2 "
-                         "(shorter is better)", 5, 10)
-    for i, (name, value) in enumerate(bars):
-        y = 40 + i * row
-        colour = [40, 110, 200] if "fanout" in name else [210, 120, 40]
-        image = image.draw_rect(colour, 300, y, max(2, int(value * scale)), row - 8, fill=True)
-        image = label(image, f"{name}  {value / 1000:.0f} KB", 5, y + 4)
-    image.cast("uchar").pngsave(str(RESULTS / "bytes.png"))
+    bar_chart(bars, "total kilobytes per format at equal or better SSIMULACRA2 (shorter is "
+              "better)", RESULTS / "bytes.png", lambda name: "fanout" in name,
+              lambda value: f"{value / 1000:.0f} KB")
 
 
 def main() -> None:

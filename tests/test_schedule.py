@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cluster_preload import Unpicklable
 from helpers import load
 from problem_images import scene
 
@@ -120,14 +121,6 @@ def test_an_exception_that_cannot_be_pickled_or_printed_is_a_failed_row(small_ca
                                                                          monkeypatch):
     """A bug in a task (here: an exception holding a lock, whose str() raises too) fails its
     master alone; before, it escaped dask.compute and took the whole run down."""
-    class Unpicklable(Exception):
-        def __init__(self, message: str, extra: int) -> None:
-            super().__init__(message)
-            self.lock = threading.Lock()
-
-        def __str__(self) -> str:
-            raise RuntimeError("no str")
-
     real = schedule.render_master
 
     def buggy(mp, presets, settings):  # noqa: ANN001, ANN202
