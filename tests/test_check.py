@@ -16,15 +16,22 @@ from engine.cli import main
 from engine.demo import _to_image, product_shot
 
 
-@pytest.fixture()
-def rendered(tmp_path: Path) -> Path:
-    masters = tmp_path / "masters"
+@pytest.fixture(scope="module")
+def rendered_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("check")
+    masters = root / "masters"
     masters.mkdir()
     _to_image(product_shot(900, 900, (200, 40, 40))).jpegsave(str(masters / "shoe.jpg"))
     P.scene().jpegsave(str(masters / "scene.jpg"))
-    out = tmp_path / "out"
+    out = root / "out"
     assert api.render(masters, out, channels=["amazon", "email", "web"]).exit_code == 0
     return out
+
+
+@pytest.fixture()
+def rendered(rendered_once: Path, tmp_path: Path) -> Path:
+    """A copy of one render per test (tests damage it); the manifest's paths are relative."""
+    return Path(shutil.copytree(rendered_once, tmp_path / "out", symlinks=True))
 
 
 def problems_by_path(out: Path) -> dict[str, list[str]]:

@@ -272,6 +272,7 @@ def test_config_dir_from_the_environment(tmp_path, small_out):
     assert json.loads(planned.stdout)["totals"]["per_channel"] == {"email": 4, "shop": 2}
 
 
+@pytest.mark.slow  # a fanout process per command's --help (~5 s)
 def test_help_names_the_environment_variable_of_every_option():
     result = fanout("render", "--help")
     assert result.returncode == 0

@@ -79,7 +79,7 @@ def _make_unreadable(path) -> str:  # noqa: ANN001
     path.write_bytes(data[: len(data) // 3])
     return "truncated"
 
-
+@pytest.mark.slow  # several fanout runs (5-9 s)
 def test_vanished_unreadable_and_corrupt_masters_keep_their_published_files(world):
     w = world
     first = by_key(w.out)
@@ -130,7 +130,7 @@ def test_vanished_unreadable_and_corrupt_masters_keep_their_published_files(worl
     assert final[("p1", "shop", "thumb")]["status"] == "ok"
     assert final[("p1", "shop", "thumb")]["sha256"] != first[("p1", "shop", "thumb")]["sha256"]
 
-
+@pytest.mark.slow  # several fanout runs (5-9 s)
 def test_a_corrupt_master_in_a_catalog_folder_keeps_its_files(tmp_path):
     w = Night(tmp_path, listing=False)
     w.night()
@@ -262,7 +262,7 @@ def configured(tmp_path) -> Night:  # noqa: ANN001
 
 SMALL = {f"email/{i}/small.jpg" for i in ("p0", "p1", "p2")}
 
-
+@pytest.mark.slow  # several fanout runs (5-9 s)
 def test_out_remembers_its_configuration(configured):
     w = configured
     # the operator forgets --config-dir: the stored one is used, nothing changes
@@ -336,7 +336,7 @@ def test_a_foreign_file_where_a_new_output_belongs_is_not_overwritten(world):
     checked = w.check()
     assert checked.rc == 0 and lines_with(checked.text, "foreign", "shop/p9/thumb.jpg"), checked
 
-
+@pytest.mark.slow  # several fanout runs (5-9 s)
 def test_a_symlinked_channel_folder_is_never_written_through(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "p0").mkdir(parents=True)
@@ -438,6 +438,7 @@ def test_a_directory_where_an_output_belongs_fails_that_output_alone(world, wher
 # ------------------------------------------------------------------ a broken manifest
 
 
+@pytest.mark.slow  # several fanout runs (5-9 s)
 @pytest.mark.parametrize("damage", ["10 bytes", "empty"])
 def test_a_corrupt_manifest_is_refused_until_recovered_from_history(world, damage):
     w = world

@@ -20,6 +20,8 @@ from engine.cli import main
 from engine.errors import ConfigError
 
 CHANNELS = ["email", "instagram"]
+# Each test renders five masters through email's quality searches first (~3.5 s): slow set.
+pytestmark = pytest.mark.slow
 
 
 def write_masters(folder: Path, names: list[str], variant: int = 0) -> None:

@@ -24,9 +24,15 @@ def digests(result: api.RunResult) -> list[tuple[str, str, str]]:
     return [(r["master_id"], r["path"], r["sha256"]) for r in result.rows]
 
 
+@pytest.fixture(scope="module")
+def threads_run(small_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> api.RunResult:
+    return api.render(small_catalog, tmp_path_factory.mktemp("threads") / "out",
+                      channels=["email", "instagram"])
+
+
 @pytest.mark.parametrize("scheduler", ["sync", "processes"])
-def test_local_schedulers_match_threads(small_catalog, tmp_path, scheduler):
-    threads = api.render(small_catalog, tmp_path / "threads", channels=["email", "instagram"])
+def test_local_schedulers_match_threads(small_catalog, threads_run, tmp_path, scheduler):
+    threads = threads_run
     other = api.render(small_catalog, tmp_path / scheduler, channels=["email", "instagram"],
                        scheduler=scheduler, workers=2)
     assert digests(threads) == digests(other)
