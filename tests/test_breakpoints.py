@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from helpers import assert_consistent, channel_toml, load, read
+from helpers import assert_consistent, channel_toml, load, read, write_config
 
 from engine import api
 from engine.errors import ConfigError
@@ -34,10 +34,8 @@ CHANNEL = channel_toml("web", {"gallery-jpeg": "bp-jpeg", "gallery-webp": "bp-we
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bpconf")
-    (root / "presets").mkdir()
-    (root / "channels").mkdir()
-    (root / "presets" / "bp.toml").write_text(PRESETS)
-    (root / "channels" / "web.toml").write_text(CHANNEL)
+    write_config(root, "presets", "bp", PRESETS)
+    write_config(root, "channels", "web", CHANNEL)
     return root
 
 

@@ -304,6 +304,28 @@ def test_svg_sniffed_behind_a_bom_comment_or_doctype(head):
     assert fmts.sniff(b"<!-- a comment, no svg here -->") is None
 
 
+ILLUSTRATOR = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    "<!-- Generator: Adobe Illustrator 16.0.0, SVG Export Plug-In . SVG Version: 6.00 -->\n"
+    '<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+    '"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd" [\n'
+    '\t<!ENTITY ns_extend "http://ns.adobe.com/Extensibility/1.0/">\n'
+    '\t<!ENTITY ns_ai "http://ns.adobe.com/AdobeIllustrator/10.0/">\n]>\n'
+    '<svg version="1.1" xmlns:x="&ns_extend;" xmlns:i="&ns_ai;" '
+    'xmlns="http://www.w3.org/2000/svg" width="100px" height="50px" viewBox="0 0 100 50">'
+    '<rect width="50" height="50" fill="#ff0000"/></svg>')
+
+
+def test_an_illustrator_svg_with_its_namespace_entities_renders():
+    """Illustrator's "Save as SVG" declares its namespaces as literal text entities: allowed
+    (nothing nests, nothing points outside the file); a nesting one is refused above."""
+    data = ILLUSTRATOR.encode()
+    header = dec.probe(data)
+    image = dec.decode(data, header, 2.0).image
+    assert (image.width, image.height) == (200, 100)
+    assert image.getpoint(50, 50)[:3] == [255, 0, 0] and image.getpoint(150, 50)[3] == 0
+
+
 def _png_uri(width: int, height: int) -> str:
     png = pyvips.Image.black(width, height).pngsave_buffer(compression=9)
     return "data:image/png;base64," + base64.b64encode(png).decode()
@@ -332,6 +354,10 @@ LAUGHS = ('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "hahahahaha">'
     (LAUGHS, "DTD declarations"),
     ('<!DOCTYPE svg [<!ATTLIST image href CDATA "/etc/hostname">]>'
      f'<svg {SVG_NS}><image/></svg>', "DTD declarations"),
+    ('<!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
+     f'<svg {SVG_NS} width="10" height="10"><text>&x;</text></svg>', "DTD declarations"),
+    ('<!DOCTYPE svg [<!ENTITY e "file:///etc/hostname">]>'
+     f'<svg {SVG_NS} width="10" height="10"><image href="&e;"/></svg>', "outside"),
     (f'<?xml-stylesheet href="http://x/y.css"?><svg {SVG_NS}/>', "stylesheet"),
     ("<?xml version='1.0'?><html><svg/></html>", "root element is <html>"),
     (f'<svg {SVG_NS} width="10" height="10"><rect></svg>', "not a valid SVG"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyvips
-from helpers import channel_toml, load, pixels, read
+from helpers import channel_toml, load, pixels, read, write_config
 
 from engine import api
 from engine.catalog import crops_location, load_catalog
@@ -40,10 +40,8 @@ RED = [255, 0, 0]
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("editorconf")
-    (root / "presets").mkdir()
-    (root / "channels").mkdir()
-    (root / "presets" / "e.toml").write_text(PRESETS)
-    (root / "channels" / "t.toml").write_text(CHANNEL)
+    write_config(root, "presets", "e", PRESETS)
+    write_config(root, "channels", "t", CHANNEL)
     return root
 
 

@@ -8,7 +8,9 @@ sees a byte, `check` refuses:
 
 - a file over MAX_SVG_BYTES, text that is not UTF-8, or that is not XML with an <svg> root;
 - any internal DTD subset or declaration (ENTITY, ATTLIST, ...: no entity expansion, billion
-  laughs fails here) and any xml-stylesheet instruction (a bare DOCTYPE line is allowed);
+  laughs fails here) and any xml-stylesheet instruction (a bare DOCTYPE line is allowed, and
+  so is Adobe Illustrator's subset of a few literal text entities naming its namespaces:
+  nothing in them nests or points outside the file);
 - any href that is not a fragment (#id) or an embedded raster (data:image/png|jpeg|gif|webp),
   and any CSS url(...) that is not a fragment, or @import: nothing outside the file is read;
 - an embedded raster over the pixel limit (checked from its header).
@@ -48,6 +50,14 @@ _LENGTH = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([a-z%]
 # neither parser fetches an external DTD, and an undefined entity is a parse error.
 _FORBIDDEN = re.compile(rb"<!DOCTYPE[^>]*\[|<!(?:ENTITY|ATTLIST|ELEMENT|NOTATION)|<\?xml-stylesheet",
                         re.IGNORECASE)
+# The one internal subset allowed: Adobe Illustrator's "Save as SVG" declares its namespaces as
+# plain text entities (<!ENTITY ns_ai "http://ns.adobe.com/...">) used in xmlns attributes.
+# Literal text entities only (no &, %, < in them: nothing nests, so nothing multiplies; no
+# SYSTEM/PUBLIC: nothing outside the file), a few of them, nothing else in the subset.
+_SUBSET = re.compile(rb"<!DOCTYPE\s+svg\b[^\[>]*\[(.*?)\]\s*>", re.IGNORECASE | re.DOTALL)
+_TEXT_ENTITY = re.compile(rb"\s*<!ENTITY\s+[A-Za-z_][\w.-]*\s+(?:\"[^\"&%<]*\"|'[^'&%<]*')\s*>")
+MAX_TEXT_ENTITIES = 32
+MAX_SUBSET_BYTES = 4096
 _CSS_URL = re.compile(r"url\(\s*['\"]?\s*([^'\")\s]*)", re.IGNORECASE)
 _DATA_IMAGE = re.compile(r"^data:image/([a-z+.-]+)\s*;\s*base64\s*,(.*)$", re.IGNORECASE | re.DOTALL)
 
@@ -69,7 +79,12 @@ def check(data: bytes, max_pixels: int) -> ET.Element:
     """The parsed root element, or MasterError naming the first thing refused."""
     if len(data) > MAX_SVG_BYTES:
         raise MasterError(f"SVG is {len(data)} bytes, over the limit of {MAX_SVG_BYTES}")
-    if _FORBIDDEN.search(data):
+    subset = _SUBSET.search(data)
+    if subset is not None and _text_entities_only(subset.group(1)):
+        data_outside = data[:subset.start()] + data[subset.end():]
+    else:
+        data_outside = data
+    if _FORBIDDEN.search(data_outside):
         raise MasterError("SVG refused: DTD declarations (ENTITY, ATTLIST...) or stylesheet "
                           "instructions are not allowed (entity expansion, outside files)")
     try:
@@ -93,6 +108,16 @@ def check(data: bytes, max_pixels: int) -> ET.Element:
             if _local(name) == "href":
                 _check_href(value.strip(), max_pixels)
     return root
+
+
+def _text_entities_only(subset: bytes) -> bool:
+    """The internal DTD subset declares only a few literal text entities (Illustrator's)."""
+    if len(subset) > MAX_SUBSET_BYTES:
+        return False
+    at, count = 0, 0
+    while (match := _TEXT_ENTITY.match(subset, at)) is not None:
+        at, count = match.end(), count + 1
+    return count <= MAX_TEXT_ENTITIES and not subset[at:].strip()
 
 
 def _check_href(href: str, max_pixels: int) -> None:
