@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyvips
-from helpers import channel_toml, load, pixels, read
+from helpers import channel_toml, load, pixels, read, write_config
 
 from engine import api
 from engine.catalog import load_catalog
@@ -42,10 +42,8 @@ RED = [255, 0, 0]
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("focusconf")
-    (root / "presets").mkdir()
-    (root / "channels").mkdir()
-    (root / "presets" / "focus.toml").write_text(PRESETS)
-    (root / "channels" / "t.toml").write_text(CHANNEL)
+    write_config(root, "presets", "focus", PRESETS)
+    write_config(root, "channels", "t", CHANNEL)
     return root
 
 
@@ -326,14 +324,12 @@ def test_a_video_masters_fill_crop_follows_the_focal_point(tmp_path):
 
 def test_a_box_too_small_for_the_output_fails_with_its_numbers(tmp_path):
     conf = tmp_path / "conf"
-    (conf / "presets").mkdir(parents=True)
-    (conf / "channels").mkdir()
-    (conf / "presets" / "s.toml").write_text(
+    write_config(conf, "presets", "s",
         '[s-never]\nresize = { width = 160, height = 90, fit = "fill" }\nformat = "png"\n'
         'upscale = "never"\n\n'
         '[s-square]\nresize = { width = 50, height = 50, fit = "fill" }\nformat = "png"\n')
-    (conf / "channels" / "s.toml").write_text(channel_toml("s", {"wide": "s-never",
-                                                                 "square": "s-square"}))
+    write_config(conf, "channels", "s", channel_toml("s", {"wide": "s-never",
+                                                           "square": "s-square"}))
     master(600, 400).pngsave(str(tmp_path / "m.png"))
     listing = write_listing(tmp_path, [{"id": "m", "path": "m.png"}], crops=(
         '[m]\n"16:9" = [0, 0, 32, 18]\n"1:1" = [5, 5, 0, 10]\n'))

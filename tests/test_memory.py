@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from helpers import channel_toml
+from helpers import channel_toml, write_config
 
 from engine.demo import product_video
 
@@ -57,13 +57,10 @@ def test_a_huge_jpeg_is_never_decoded_at_full_size(tmp_path):
     # Email's sizes at a fixed quality: the decode is measured, not quality = "auto"'s scoring
     # (a reference pyramid of the 1200 px output, about 120 MB more; test_quality_auto.py)
     config = tmp_path / "config"
-    (config / "presets").mkdir(parents=True)
-    (config / "channels").mkdir()
-    (config / "presets" / "e.toml").write_text(
+    write_config(config, "presets", "e",
         '[e600]\nresize = { width = 600, fit = "fit" }\nformat = "jpeg"\nquality = 85\n'
         '[e1200]\nresize = { width = 1200, fit = "fit" }\nformat = "jpeg"\nquality = 85\n')
-    (config / "channels" / "e.toml").write_text(channel_toml("e", {"w600": "e600",
-                                                                    "w1200": "e1200"}))
+    write_config(config, "channels", "e", channel_toml("e", {"w600": "e600", "w1200": "e1200"}))
     stats = peak(folder, tmp_path / "out", "e", config)
     assert stats["exit"] == 0 and stats["rows"] == 2
     full_copy_mb = 12000 * 9000 * 3 / 2**20
@@ -74,14 +71,12 @@ def test_video_memory_does_not_grow_with_duration(tmp_path):
     """Frames stream through the pass: a clip three times longer peaks at about the same size
     (both long enough to fill the encoders' look-ahead, which is bounded)."""
     config = tmp_path / "config"
-    (config / "presets").mkdir(parents=True)
-    (config / "channels").mkdir()
-    (config / "presets" / "small.toml").write_text(
+    write_config(config, "presets", "small",
         '[s1]\nkind = "video"\nresize = { width = 320, height = 180, fit = "fill" }\n'
         'speed = "ultrafast"\n'
         '[s2]\nkind = "video"\nresize = { width = 160, fit = "fit" }\nspeed = "ultrafast"\n'
         '[p]\nframe = "best"\nresize = { width = 200, fit = "fit" }\nformat = "jpeg"\n')
-    (config / "channels" / "small.toml").write_text(
+    write_config(config, "channels", "small",
         channel_toml("small", {"a": "s1", "b": "s2", "c": "p"}))
     peaks = {}
     for seconds in (4.0, 12.0):

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import channel_toml, load, mean_colour, read
+from helpers import channel_toml, load, mean_colour, read, write_config
 
 from engine.cli import main
 from engine.demo import product_video
@@ -122,12 +122,9 @@ TWIN = channel_toml("twin", {"story": "v-story"})
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("videoconf")
-    (root / "presets").mkdir()
-    (root / "channels").mkdir()
-    (root / "presets" / "video.toml").write_text(PRESETS)
-    (root / "channels" / "vt.toml").write_text(CHANNEL)
-    (root / "channels" / "ladder.toml").write_text(LADDER)
-    (root / "channels" / "twin.toml").write_text(TWIN)
+    write_config(root, "presets", "video", PRESETS)
+    for name, text in (("vt", CHANNEL), ("ladder", LADDER), ("twin", TWIN)):
+        write_config(root, "channels", name, text)
     return root
 
 
