@@ -6,9 +6,11 @@ within 1.0 point).
 
 Both sides start from the same files (the reference implementation's API takes paths) and
 decode them inside the timing. Timed: `score()` (one pair, the reference prepared from
-scratch), and `Reference.score()` (a candidate against a prepared reference, as the quality
-search uses it); the runs are interleaved and the best of the repeats is the figure (medians
-alongside), in wall time and in CPU time (all threads).
+scratch; it runs on two threads, so its CPU time is above its wall time), and
+`Reference.score()` (a candidate against a prepared reference, as the quality search uses it;
+one thread); the runs are interleaved and the best of the repeats is the figure (medians
+alongside), in wall time and in CPU time (all threads). On a shared machine, a run during which
+another process holds the second core shows `score()` near its CPU time: run it a few times.
 Writes benchmarks/results/ssimulacra2.json.
 """
 

@@ -161,6 +161,29 @@ def test_reference_scores_many_candidates_as_score_does():
         assert prepared.score(distorted) == ssimulacra2.score(image, distorted)
 
 
+def test_one_shot_score_in_bands_of_rows_is_the_prepared_score_to_the_bit():
+    # score() cuts each scale into bands of rows (each blurred with a halo of rows, shared
+    # between two threads); smaller chunks and bands than a 2 MP image gets make many bands of
+    # small images. Odd sizes exercise the pyramid's edges, alpha the two backgrounds.
+    for image in (photo(201, 337, seed=15), with_alpha(photo(200, 331, seed=16))):
+        distorted = encoded(image, ".webp", 40)
+        with mock.patch.multiple(ssimulacra2, _CHUNK=4096, _BAND_ROWS=40):
+            assert len(ssimulacra2._bands(image.height, image.width)) >= 6
+            assert len(ssimulacra2._bands(image.height // 2, image.width // 2)) >= 2
+            one_shot = ssimulacra2.score(image, distorted)
+            assert one_shot == ssimulacra2.Reference(image).score(distorted)
+        assert one_shot == pytest.approx(ssimulacra2.score(image, distorted), abs=1e-4)
+        assert abs(one_shot - oracle(image, distorted)) < AGREEMENT
+
+
+def test_a_prepared_reference_scores_on_the_calling_thread_only():
+    image = photo(200, 150, seed=17)
+    distorted = encoded(image, ".jpg", 50)
+    with mock.patch.object(ssimulacra2, "ThreadPoolExecutor", side_effect=AssertionError):
+        prepared = ssimulacra2.Reference(image)
+        assert 0 < prepared.score(distorted) < 100
+
+
 def test_negligible_weights_move_a_score_by_hundredths_at_most():
     image = photo(160, 120, seed=7)
     for distorted in (encoded(image, ".jpg", 15), encoded(graphics(160, 120), ".jpg", 50)):

@@ -10,18 +10,28 @@ denominator) and an edge map (the ratio of local detail: ringing where the disto
 edges the reference lacks, blur where it lost them); the 1-norm and 4-norm of each of the three
 maps, 6 scales x 3 channels x 3 maps x 2 norms = 108 numbers, weighted and mapped to the score.
 
-How it is fast (the Python reference takes about 3 s of CPU on a 2 MP image; this about 0.2 s,
-and 0.15 s for a candidate against a prepared `Reference`; benchmarks/ssimulacra2.py):
-- libvips decodes, linearises (a lookup table) and mixes to the opsin space (recomb); the
-  pyramid averages the mixed values (the mix is linear: the same as averaging linear RGB and
-  mixing again), and numpy takes the cube root (a tenth of libvips' pow) and the per-pixel
-  maps, in chunks of rows that stay in the CPU cache;
+How it is fast, on a 2 MP image on a 2-core VM (benchmarks/ssimulacra2.py): the Python reference
+takes 2.7-3.0 s; `score` 0.10-0.12 s of wall time (0.18-0.20 s of CPU on two threads; when the
+other core is busy it falls back towards that CPU time), and a candidate against a prepared
+`Reference` 0.09-0.10 s on one thread:
+- libvips decodes and linearises (a lookup table); the pyramid averages linear RGB (column pairs
+  as a small matrix product, 3x numpy's strided adds); numpy mixes each scale to the opsin
+  space (a matrix product per row that writes planes, half the CPU of libvips' recomb, and
+  only the two mixes X and Y need at the full size), takes the cube root (a tenth of libvips'
+  pow) and the per-pixel maps, in chunks of rows that stay in the CPU cache;
 - the blur is a banded matrix product in small BLAS calls, about 4x libvips' float conv;
 - only the maps that carry weight are computed: 56 of the 108 weights are zero and 27 more are
   negligible (NEGLIGIBLE_WEIGHT), so the full-size scale, three quarters of the pixels, needs
   only Y's maps, and the smallest scale nothing;
 - `Reference` keeps the reference's half (its XYB planes, blurs and variances: about 20 bytes
-  a pixel), so a quality search that scores five encodes of one image prepares it once.
+  a pixel), so a quality search that scores five encodes of one image prepares it once; it
+  runs on the calling thread only (the engine calls it inside a task that has its own core);
+- `score`, one pair, uses a second thread: the candidate's pyramid and XYB planes are built
+  beside the reference's pyramid, then both threads take bands of about _BAND_ROWS rows of
+  every scale from one queue, each band computing both halves (its reference XYB and blurs
+  read _HALO rows more on either side, the blur's reach). The bands cut the same chunks and
+  blur tiles as a whole scale, so the score is `Reference`'s to the bit; smaller pieces of
+  work also stay in the cache (one thread over bands takes 0.15 s, Reference + score 0.2 s).
 
 Where libjxl and the Python port on PyPI (`ssimulacra2`, the tests' oracle) differ, this follows
 the port, whose agreement the tests check:
@@ -41,7 +51,8 @@ worse of a dark (0.1) and a light (0.9) background, otherwise the grey is 0.5.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
@@ -69,19 +80,25 @@ _OPSIN = [
      1.0 - 0.24342268924547819 - 0.20476744424496821],
 ]
 _BIAS = 0.0037930732552754493
+_OPSIN_F32 = np.array(_OPSIN, np.float32)
 _CBRT_BIAS = _BIAS ** (1 / 3)
 
 # The blur: sigma 1.5 truncated at 3.33 sigma (radius 5) and normalised, as the port's scipy call.
 _SIGMA = 1.5
 _RADIUS = int(3.33 * _SIGMA + 0.5)
 _TAPS = [math.exp(-0.5 * (i / _SIGMA) ** 2) for i in range(-_RADIUS, _RADIUS + 1)]
-_CHUNK = 32768  # pixels per chunk of the per-pixel maps: their arrays stay in the CPU cache
+_CHUNK = 65536  # pixels per chunk of the per-pixel maps (about: whole multiples of 8 rows):
+# their arrays stay in the CPU cache, and two threads hand the GIL over half as often as at 32K
+_BAND_ROWS = 128  # rows per band of a scale in `score`
+_HALO = 8  # rows beyond a band that its blur reads: the radius, rounded up to the tile of rows
 _BAND = 8  # output rows per small matrix product in the blur
 _STRIP = 512  # columns per product: 8 x 18 x 512 stays under OpenBLAS' threading threshold
 _BAND_MATRIX = np.zeros((_BAND, _BAND + 2 * _RADIUS), np.float32)
 for _i in range(_BAND):
     _BAND_MATRIX[_i, _i: _i + 2 * _RADIUS + 1] = np.array(_TAPS) / sum(_TAPS)
 _BAND_MATRIX_T = np.ascontiguousarray(_BAND_MATRIX.T)
+# Two neighbouring RGB pixels (6 values) -> their average (3): the pyramid's column pairs.
+_PAIRS = np.vstack([np.eye(3), np.eye(3)]).astype(np.float32) * 0.25
 
 _RGB_OR_GREY = frozenset({"srgb", "rgb", "rgb16", "b-w", "grey16", "multiband"})
 # sRGB decoding (IEC 61966-2-1) of 8-bit values plus the opsin bias, as a lookup table: each
@@ -117,20 +134,100 @@ _WEIGHTS = np.array([
 
 def score(reference: pyvips.Image, distorted: pyvips.Image) -> float:
     """SSIMULACRA2 of `distorted` against `reference` (same size; 8-bit sRGB, with or without
-    alpha, as the reference implementation treats them)."""
-    return Reference(reference).score(distorted)
+    alpha, as the reference implementation treats them).
+
+    Unlike `Reference`, this uses a second thread: one image's pyramid is built beside the
+    other's, then each scale is cut into bands of rows, scored on either thread (numpy, BLAS
+    and libvips release the GIL). The score is the one `Reference(reference).score(distorted)`
+    gives, to the bit."""
+    _check_size(reference.width, reference.height, distorted)
+    backgrounds = _backgrounds(reference)
+    if len(backgrounds) > 1:  # decoded once, read once per background
+        reference, distorted = reference.copy_memory(), distorted.copy_memory()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return min(_score_pair(pool, reference, distorted, bg) for bg in backgrounds)
+
+
+def _score_pair(pool: ThreadPoolExecutor, reference: pyvips.Image, distorted: pyvips.Image,
+                bg: float) -> float:
+    """One background of `score`. The second thread builds the candidate's pyramid and XYB
+    planes (all of its work that does not need the reference) while this one builds the
+    reference's pyramid; then both take bands of rows, the largest first, from one queue until
+    it is empty, so that neither waits while the other has work left."""
+    def candidate() -> list[dict[int, np.ndarray]]:
+        pyramid = _pyramid(_linear(distorted, bg))
+        return [_xyb(rgb, need.blurred) for rgb, need in zip(pyramid, _needs(len(pyramid), False))]
+
+    theirs = pool.submit(candidate)
+    ours = _pyramid(_linear(reference, bg))
+    needs, xyb = _needs(len(ours), False), theirs.result()
+    bands = {s: _bands(*rgb.shape[:2]) if need.blurred else [] for s, (rgb, need)
+             in enumerate(zip(ours, needs))}
+    queue = deque(sorted(((s, rows) for s in bands for rows in bands[s]),  # the largest first
+                         key=lambda b: -len(b[1]) * ours[b[0]].shape[1]
+                         * len(needs[b[0]].blurred)))
+
+    def run() -> dict[tuple[int, int], np.ndarray]:
+        done = {}
+        while queue:
+            try:
+                s, rows = queue.popleft()
+            except IndexError:  # the other thread took the last one
+                break
+            done[s, rows.start] = _band_sums(ours[s], xyb[s], needs[s], rows)
+        return done
+
+    other = pool.submit(run)
+    done = run() | other.result()
+    norms = np.array([_norms([done[s, rows.start] for rows in bands[s]],
+                             rgb.shape[0] * rgb.shape[1]) for s, rgb in enumerate(ours)])
+    return _final(norms, len(ours))
+
+
+def _bands(height: int, width: int) -> list[range]:
+    """The rows of a scale cut into bands of about _BAND_ROWS rows (one band when it is short).
+    The cuts are at multiples of the chunk of rows, so that the bands cut the same chunks as
+    the whole scale, and of 8, the blur's tile of rows, so that every blurred value is the
+    same."""
+    step = _chunk_rows(width)
+    count = max(1, min(round(height / _BAND_ROWS), height // (2 * step)))
+    cuts = sorted({round(height * i / count / step) * step for i in range(1, count)} - {0})
+    return [range(a, b) for a, b in zip([0, *cuts], [*cuts, height])]
+
+
+def _band_sums(ours: np.ndarray, theirs: dict[int, np.ndarray], need: _Need,
+               rows: range) -> np.ndarray:
+    """The chunk sums (`_Scale.sums`) of `rows` of one scale, from those rows and _HALO more on
+    each side inside the image (the blur reaches 5 rows; beyond the image it mirrors, as the
+    whole scale does)."""
+    top, bottom = max(0, rows.start - _HALO), min(ours.shape[0], rows.stop + _HALO)
+    scale = _Scale(ours[top: bottom], need, range(rows.start - top, rows.stop - top))
+    return scale.sums({c: plane[top: bottom] for c, plane in theirs.items()})
+
+
+def _check_size(width: int, height: int, distorted: pyvips.Image) -> None:
+    if (distorted.width, distorted.height) != (width, height):
+        raise ValueError(f"SSIMULACRA2 needs images of one size: the reference is "
+                         f"{width}x{height}, the distorted image "
+                         f"{distorted.width}x{distorted.height}")
+
+
+def _backgrounds(reference: pyvips.Image) -> tuple[float, ...]:
+    """libjxl: a reference with alpha is judged on a dark and on a light background."""
+    return (0.1, 0.9) if reference.hasalpha() else (0.5,)
 
 
 class Reference:
     """A reference image prepared once (its pyramid, XYB planes and blurs, per background), so
-    that each candidate scored against it costs only its own half of the work."""
+    that each candidate scored against it costs only its own half of the work. It runs on the
+    calling thread only (the engine calls it inside a task that has its own core)."""
 
     def __init__(self, reference: pyvips.Image, *, exact: bool = False) -> None:
         """`exact` computes every map with a nonzero weight (slower, for validation)."""
         self.width, self.height = reference.width, reference.height
-        # libjxl: a reference with alpha is judged on a dark and on a light background.
-        self._backgrounds = (0.1, 0.9) if reference.hasalpha() else (0.5,)
-        reference = reference.copy_memory()  # decoded once, read once per background
+        self._backgrounds = _backgrounds(reference)
+        if len(self._backgrounds) > 1:
+            reference = reference.copy_memory()  # decoded once, read once per background
         self._scales = {}
         for bg in self._backgrounds:
             pyramid = _pyramid(_linear(reference, bg))
@@ -139,17 +236,16 @@ class Reference:
 
     def score(self, distorted: pyvips.Image) -> float:
         """SSIMULACRA2 of `distorted` against this reference."""
-        if (distorted.width, distorted.height) != (self.width, self.height):
-            raise ValueError(f"SSIMULACRA2 needs images of one size: the reference is "
-                             f"{self.width}x{self.height}, the distorted image "
-                             f"{distorted.width}x{distorted.height}")
-        distorted = distorted.copy_memory()  # decoded once, read once per background
+        _check_size(self.width, self.height, distorted)
+        if len(self._backgrounds) > 1:
+            distorted = distorted.copy_memory()  # decoded once, read once per background
         return min(self._score(bg, distorted) for bg in self._backgrounds)
 
     def _score(self, bg: float, distorted: pyvips.Image) -> float:
         scales = self._scales[bg]
         pyramid = _pyramid(_linear(distorted, bg), len(scales))
-        norms = np.array([s.norms(mix) for s, mix in zip(scales, pyramid)])
+        norms = np.array([_norms([s.sums(_xyb(rgb, s.need.blurred))], rgb.shape[0] * rgb.shape[1])
+                          for s, rgb in zip(scales, pyramid)])
         return _final(norms, len(scales))
 
 
@@ -174,59 +270,73 @@ def _needs(num_scales: int, exact: bool) -> list[_Need]:
 
 
 class _Scale:
-    """One scale of the reference: its XYB planes and the blurs that do not involve the
-    candidate, as float32 numpy arrays.
+    """One scale of the reference (or a band of its rows): its XYB planes and the blurs that do
+    not involve the candidate, as float32 numpy arrays.
 
     The candidate enters as its difference from the reference, e = img2 - img1. That is the
     same SSIM algebraically, but the variances then come out of small numbers: in float32,
     blur(img^2) - mu^2 of values near 0.5 carries an error of about 1e-7, a tenth of a percent of
     the constant C2 that the SSIM ratio is measured against, enough to move a score by 0.2."""
 
-    def __init__(self, mix: np.ndarray, need: _Need) -> None:
-        self.need = need
-        self.xyb = _xyb(mix, need.blurred)
+    def __init__(self, rgb: np.ndarray, need: _Need, rows: range | None = None) -> None:
+        """`rows`: the rows of `rgb` that are scored (a band); the others are only read by
+        the blur. All of them by default."""
+        self.need, self.width = need, rgb.shape[1]
+        self.rows = range(rgb.shape[0]) if rows is None else rows
+        self.xyb = _xyb(rgb, need.blurred)
         c_ssim = [c for c in (X, Y, B) if need.ssim[c]]
         blurred = _blur([self.xyb[c] for c in need.blurred] +
-                        [self.xyb[c] * self.xyb[c] for c in c_ssim])
+                        [self.xyb[c] * self.xyb[c] for c in c_ssim], self.rows)
         self.mu = dict(zip(need.blurred, blurred))
         self.variance = {c: sq - self.mu[c] * self.mu[c]
                          for c, sq in zip(c_ssim, blurred[len(need.blurred):])}
 
-    def norms(self, mix: np.ndarray) -> np.ndarray:
-        """The 18 norms of this scale against the candidate, in libjxl's order: per channel, the
-        1-norm of the SSIM, ringing and blur maps, then their 4-norms (zero where unused)."""
-        need, img1 = self.need, self.xyb
+    def sums(self, img2: dict[int, np.ndarray]) -> np.ndarray:
+        """Per chunk of the scored rows (chunks small enough for the CPU cache: the maps take
+        some 15 operations per pixel, which is memory-bound over whole planes) and per channel,
+        the sums of the SSIM, ringing and blur maps and of their 4th powers against the
+        candidate's XYB planes `img2` (all the rows of `rgb`): (chunks, 3, 6), zero where
+        unused. Summed over the chunks in order they give the norms (`_norms`)."""
+        need, img1, rows = self.need, self.xyb, self.rows
+        step = _chunk_rows(self.width)
+        out = np.zeros((-(-len(rows) // step), 3, 6))  # chunk, channel, (map, power)
         if not need.blurred:
-            return np.zeros(18)
-        img2 = _xyb(mix, need.blurred)
+            return out
         c_ssim = [c for c in (X, Y, B) if need.ssim[c]]
         diff = {c: img2[c] - img1[c] for c in need.blurred}
         blurred = _blur([diff[c] for c in need.blurred] +
                         [diff[c] * diff[c] for c in c_ssim] +
-                        [img1[c] * diff[c] for c in c_ssim])
+                        [img1[c] * diff[c] for c in c_ssim], rows)
         k = len(need.blurred)
         mean_diff = dict(zip(need.blurred, blurred))
-        out = np.zeros((3, 2, 3))  # channel, norm, map
-        for i, c in enumerate(c_ssim):
-            out[c, :, 0] = _norms(_ssim_sums, self.mu[c], self.variance[c], mean_diff[c],
-                                  blurred[k + i], blurred[k + len(c_ssim) + i])
-        for c in (X, Y, B):
-            if need.edge[c]:
-                out[c, :, 1:] = _norms(_edge_sums, img1[c], self.mu[c], diff[c],
-                                       mean_diff[c]).reshape(2, 2).T
-        return out.reshape(-1)
+        ssim = {c: (self.mu[c], self.variance[c], mean_diff[c], blurred[k + i],
+                    blurred[k + len(c_ssim) + i]) for i, c in enumerate(c_ssim)}
+        scored = slice(rows.start, rows.stop)  # the blurred planes hold these rows only
+        edge = {c: (img1[c][scored], self.mu[c], diff[c][scored], mean_diff[c])
+                for c in (X, Y, B) if need.edge[c]}
+        for i, y in enumerate(range(0, len(rows), step)):
+            chunk = slice(y, y + step)
+            for c, planes in ssim.items():
+                out[i, c, :2] = _ssim_sums(*(p[chunk] for p in planes))
+            for c, planes in edge.items():
+                out[i, c, 2:] = _edge_sums(*(p[chunk] for p in planes))
+        return out
 
 
-def _norms(sums: Callable[..., list[float]], *planes: np.ndarray) -> np.ndarray:
-    """Run `sums` (which gives, per map, the sum of the values and of their 4th powers) over
-    chunks of rows small enough for the CPU cache (the maps take some 15 operations per pixel,
-    which is memory-bound over whole planes), and turn the sums into 1-norms and 4-norms."""
-    h, w = planes[0].shape
-    step = max(1, _CHUNK // w)
-    total = sum(np.array(sums(*(p[y: y + step] for p in planes))) for y in range(0, h, step))
-    total /= h * w
-    total[1::2] **= 0.25
-    return total
+def _chunk_rows(width: int) -> int:
+    """Rows per chunk of the per-pixel maps: about _CHUNK pixels, a multiple of 8 rows."""
+    return max(8, _CHUNK // width // 8 * 8)
+
+
+def _norms(bands: list[np.ndarray], pixels: int) -> np.ndarray:
+    """The 18 norms of a scale from its chunk sums (`_Scale.sums`, per band of rows, the bands
+    and chunks in order), in libjxl's order: per channel, the 1-norms of the SSIM, ringing and
+    blur maps, then their 4-norms."""
+    # One chunk at a time, in order: the same total whether the scale was cut into bands or not.
+    total = sum((chunk for band in bands for chunk in band), np.zeros((3, 6)))
+    total /= pixels
+    total[:, 1::2] **= 0.25
+    return total.reshape(3, 3, 2).transpose(0, 2, 1).reshape(-1)
 
 
 def _ssim_sums(mu1: np.ndarray, var1: np.ndarray, m: np.ndarray, sq: np.ndarray,
@@ -316,11 +426,10 @@ def _linear(image: pyvips.Image, bg: float) -> pyvips.Image:
 
 
 def _pyramid(linear: pyvips.Image, limit: int = NUM_SCALES) -> list[np.ndarray]:
-    """Per scale that is scored, the opsin mix of its linear RGB plus the bias (H x W x 3
-    float32; `linear` carries the bias already), the last step before the cube root. libjxl averages 2x2 blocks of linear RGB
-    (repeating the last row and column of an odd size) and mixes again; the mix is linear, so
-    averaging the mixed values is the same and spares libvips a shrink and a mix per scale."""
-    current = linear.recomb(_OPSIN).numpy()
+    """Per scale that is scored, its linear RGB plus the bias (H x W x 3 float32; `linear`
+    carries the bias already): libjxl's 2x2 box averages of linear RGB, the last row and column
+    repeated where a size is odd. `_xyb` mixes each scale to the opsin space."""
+    current = linear.numpy().astype(np.float32, copy=False)
     scales: list[np.ndarray] = []
     while len(scales) < limit and min(current.shape[:2]) >= MIN_SIZE:
         scales.append(current)
@@ -329,37 +438,40 @@ def _pyramid(linear: pyvips.Image, limit: int = NUM_SCALES) -> list[np.ndarray]:
     return scales
 
 
-def _half(mix: np.ndarray) -> np.ndarray:
+def _half(rgb: np.ndarray) -> np.ndarray:
     """2x2 box average, the last row and column repeated where a size is odd: rows first, as
-    whole contiguous rows, then pairs of pixels."""
-    h, w, c = mix.shape
-    rows = mix[0: h - h % 2: 2] + mix[1::2]
+    whole contiguous rows, then pairs of pixels as one small matrix product (3x numpy's
+    strided adds)."""
+    h, w, c = rgb.shape
+    rows = rgb[0: h - h % 2: 2] + rgb[1::2]
     if h % 2:
-        rows = np.concatenate([rows, 2 * mix[-1:]])
-    pairs = rows[:, : w - w % 2].reshape(rows.shape[0], w // 2, 2, c)
-    out = pairs[:, :, 0] + pairs[:, :, 1]
+        rows = np.concatenate([rows, 2 * rgb[-1:]])
+    out = rows[:, : w - w % 2].reshape(rows.shape[0], w // 2, 2 * c) @ _PAIRS
     if w % 2:
-        out = np.concatenate([out, 2 * rows[:, -1:]], axis=1)
-    out *= 0.25
+        out = np.concatenate([out, 0.25 * (2 * rows[:, -1:])], axis=1)
     return out
 
 
-def _xyb(mix: np.ndarray, channels: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """Opsin mix -> positive XYB, as float32 planes, for the channels asked for."""
+def _xyb(rgb: np.ndarray, channels: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Linear RGB (plus the bias) -> opsin mix -> positive XYB, as float32 planes, for the
+    channels asked for. The mix is a matrix product that writes planes (X and Y need only two
+    of the three mixes), so the cube roots and the rest run over contiguous memory."""
     if not channels:
         return {}
-    c0, c1 = np.cbrt(mix[..., 0]), np.cbrt(mix[..., 1])  # contiguous planes from here on
+    h, w, _ = rgb.shape
+    k = 3 if B in channels else 2
+    mix = np.empty((k, h, w), np.float32)  # a product per row: each under OpenBLAS' threading
+    np.matmul(_OPSIN_F32[:k], rgb.transpose(0, 2, 1), out=mix.transpose(1, 0, 2))
+    c0, c1 = np.cbrt(mix[0], out=mix[0]), np.cbrt(mix[1], out=mix[1])
     planes = {}
     if X in channels:
         planes[X] = c0 - c1
         planes[X] *= 7.0  # 14 * (c0 - c1) / 2; the biases cancel
         planes[X] += 0.42
-    y = c0
-    y += c1
+    y = c0 + c1  # new arrays from here: a plane kept must not hold the whole of `mix`
     y *= 0.5
     if B in channels:
-        planes[B] = np.cbrt(mix[..., 2])
-        planes[B] -= y  # B - Y, the biases cancel
+        planes[B] = np.cbrt(mix[2], out=mix[2]) - y  # B - Y, the biases cancel
         planes[B] += 0.55
     if Y in channels:
         y += 0.01 - _CBRT_BIAS
@@ -367,9 +479,11 @@ def _xyb(mix: np.ndarray, channels: tuple[int, ...]) -> dict[int, np.ndarray]:
     return planes
 
 
-def _blur(planes: list[np.ndarray]) -> list[np.ndarray]:
+def _blur(planes: list[np.ndarray], rows: range | None = None) -> list[np.ndarray]:
     """The port's Gaussian over each plane: rows mirrored beyond the top and bottom, zeros beyond
     the left and right edges (the port blurs transposed arrays, zero-padding their first axis).
+    With `rows`, only those rows are blurred (a band of a scale: the planes' other rows are the
+    halo the blur reads).
 
     Each pass is a banded matrix product done as many small ones: 8 output rows (or columns)
     from 18 inputs, over strips of up to 512 columns (or rows). BLAS does those at several
@@ -380,23 +494,31 @@ def _blur(planes: list[np.ndarray]) -> list[np.ndarray]:
     if not planes:
         return []
     k, (h, w), r, n = len(planes), planes[0].shape, _RADIUS, _BAND
-    tall, across = -(-h // n) * n, _strip(w)  # vertical pass: n rows by `across` columns
+    rows = range(h) if rows is None else rows
+    tall, across = -(-len(rows) // n) * n, _strip(w)  # vertical pass: n rows by `across` columns
     wide, down = -(-w // across) * across, _strip(tall)  # horizontal: `down` rows by n columns
-    rows, cols = -(-tall // down) * down, -(-w // n) * n
-    padded = np.zeros((k, tall + 2 * r, wide), np.float32)
+    height, cols = -(-tall // down) * down, -(-w // n) * n
+    # Buffers are not zeroed whole (np.empty), only where zeros are read.
+    padded = np.empty((k, max(h, rows.start + tall) + 2 * r, wide), np.float32)
+    padded[:, :, w:] = 0
+    padded[:, 2 * r + h:] = 0
     for i, plane in enumerate(planes):
         padded[i, r: r + h, :w] = plane
         padded[i, :r, :w] = plane[r - 1:: -1]
         padded[i, r + h: 2 * r + h, :w] = plane[: h - r - 1: -1]
-    # The vertical pass writes into columns r.. of a zeroed buffer: the zeros on both sides
-    # (and the blurred zero columns right of w) are the horizontal pass's padding.
-    mid = np.zeros((k, rows, max(cols, wide) + 2 * r), np.float32)
-    np.matmul(_BAND_MATRIX, _tiles(padded, (n, across), (n + 2 * r, across)),
+    # The vertical pass writes into columns r.. of `mid`: zeros on both sides (and the blurred
+    # zero columns right of w) are the horizontal pass's padding.
+    mid = np.empty((k, height, max(cols, wide) + 2 * r), np.float32)
+    mid[:, :, :r] = 0
+    mid[:, :, r + wide:] = 0
+    mid[:, tall:] = 0
+    np.matmul(_BAND_MATRIX, _tiles(padded[:, rows.start: rows.start + tall + 2 * r],
+                                   (n, across), (n + 2 * r, across)),
               out=_tiles(mid[:, :tall, r: r + wide], (n, across), (n, across)))
-    out = np.empty((k, rows, cols), np.float32)
+    out = np.empty((k, height, cols), np.float32)
     np.matmul(_tiles(mid[:, :, : cols + 2 * r], (down, n), (down, n + 2 * r)), _BAND_MATRIX_T,
               out=_tiles(out, (down, n), (down, n)))
-    return [out[i, :h, :w] for i in range(k)]
+    return [out[i, :len(rows), :w] for i in range(k)]
 
 
 def _strip(size: int) -> int:
