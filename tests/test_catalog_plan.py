@@ -108,7 +108,7 @@ resize = { width = 600, fit = "fit" }
 format = "jpeg"
 progressive = true
 quality = "auto"
-target = "good"
+match_quality = 80
 min_quality = 35
 max_bytes = 60000
 """)

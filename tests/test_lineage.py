@@ -80,7 +80,8 @@ def test_trim_box_is_inside_the_master_and_is_the_region():
 def test_encoder_text_names_the_saver_and_quality():
     f = render_one(jpeg(400, 400), resize=Resize(width=200), quality=77, progressive=True)
     assert f["encoder"] == ("jpegsave Q=77 optimize_coding=1 interlace=1 trellis_quant=1 "
-                            "overshoot_deringing=1 quant_table=3 optimize_scans=1")  # mozjpeg
+                            "overshoot_deringing=1 quant_table=3 subsample_mode=on "
+                            "optimize_scans=1")  # mozjpeg, 4:2:0
     f = render_one(jpeg(400, 400), resize=Resize(width=200), format="webp")
     assert f["encoder"].startswith("webpsave Q=80 ")
 

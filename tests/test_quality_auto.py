@@ -16,11 +16,24 @@ from engine.image.render import render_all
 from engine.image.ssimulacra2 import Reference
 from engine.rows import SCHEMA
 from engine.spec import load_config
-from engine.spec.models import TARGETS, ImagePreset, Resize, recipe_hash
+from engine.spec.models import (
+    ENCODER_SETTINGS,
+    MATCH_SLACK,
+    TARGETS,
+    ImagePreset,
+    Resize,
+    recipe_hash,
+)
 
 
 def preset(**kw: object) -> ImagePreset:
     return ImagePreset(**{"resize": Resize(width=400), "format": "jpeg", **kw})
+
+
+def flat_product(width: int, height: int):  # noqa: ANN201
+    from engine.demo import _to_image, product_shot
+
+    return _to_image(product_shot(width, height, (200, 40, 60), "box"))
 
 
 def decoded(data: bytes):  # noqa: ANN201
@@ -47,7 +60,7 @@ def test_jpeg_uses_mozjpeg_and_is_smaller_than_plain_libjpeg_at_the_same_setting
 
 def test_encoder_settings_are_in_their_formats_recipe_hashes_only():
     jpeg, webp = preset(quality=80), preset(quality=80, format="webp")
-    assert jpeg.recipe()["encoder_settings"] == "mozjpeg-1"
+    assert jpeg.recipe()["encoder_settings"] == ENCODER_SETTINGS["jpeg"]
     assert preset(quality=50, format="avif").recipe()["encoder_settings"]
     assert "encoder_settings" not in webp.recipe()
     assert "target" not in jpeg.recipe()  # a fixed quality's recipe is as before
@@ -86,6 +99,18 @@ def test_proxy_is_full_scale_tiles_of_the_image():
     assert enc.proxy(photo(400, 300)) is None  # small: searched whole
 
 
+def test_proxy_of_a_product_on_white_leaves_the_blank_margins_out():
+    image = flat_product(1600, 1200)
+    t = enc.PROXY_TILE
+    blank = sum((image.crop(x, y, t, t).deviate() == 0) for y in range(0, 1200 - t + 1, t)
+                for x in range(0, 1600 - t + 1, t))
+    assert blank >= 12  # most of the tile grid is plain white
+    small = enc.proxy(image)
+    assert small.width == small.height == 3 * t  # over 1.2 MP: the wider 3x3 sample
+    tiles = [small.crop(x, y, t, t) for y in range(0, 3 * t, t) for x in range(0, 3 * t, t)]
+    assert all(tile.deviate() > 0 for tile in tiles)  # every tile shows product or shadow
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "webp", "avif"])
 def test_auto_meets_the_target_with_the_smallest_quality(fmt):
     image = photo(400, 300, seed=7)
@@ -98,6 +123,54 @@ def test_auto_meets_the_target_with_the_smallest_quality(fmt):
     lower = max(1, done.quality - 3)  # a few steps lower misses the target: no waste
     saver = enc._saver(p)
     assert ref.score(decoded(saver(image, lower))) < TARGETS["good"]
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+@pytest.mark.parametrize("kind", ["photo", "flat"])
+def test_match_quality_looks_as_good_as_the_conventional_encode_in_fewer_bytes(fmt, kind):
+    # a photo-like image, and a flat product shot (where a conventional q80 scores far above
+    # the named "good" target of 80: a fixed target would fall short of it)
+    image = photo(400, 300, seed=12) if kind == "photo" else flat_product(400, 300)
+    p = preset(format=fmt, quality="auto", match_quality=80)
+    done = enc.save(image, p)
+    ref = Reference(image)
+    plain = (image.jpegsave_buffer(Q=80, optimize_coding=True, interlace=True, keep="none")
+             if fmt == "jpeg" else image.webpsave_buffer(Q=80, keep="none"))
+    anchor = ref.score(decoded(plain))
+    score = ref.score(decoded(done.data))
+    assert score == pytest.approx(done.score, abs=0.01)
+    assert score >= anchor - MATCH_SLACK  # as good, within the slack
+    # never more bytes; JPEG's are fewer (mozjpeg's settings); WebP's where its score allows
+    assert len(done.data) < len(plain) if fmt == "jpeg" else len(done.data) <= len(plain)
+    assert "match=80" in enc.describe(p, done.quality)
+    # a few steps lower misses it: no waste
+    lower = enc._saver(p)(image, max(1, done.quality - 3))
+    assert ref.score(decoded(lower)) < anchor - MATCH_SLACK
+
+
+def test_one_master_searched_in_several_formats_keeps_each_formats_proxy():
+    # over 1.2 MP: JPEG and WebP search a 3x3 proxy, AVIF a 2x2 one; one Scoring holds both
+    image = flat_product(1400, 1000)
+    scoring = enc.Scoring()
+    for fmt, match in (("jpeg", 80), ("avif", 50), ("webp", 80), ("jpeg", 80)):
+        done = enc.save(image, preset(format=fmt, quality="auto", match_quality=match),
+                        scoring, key="one size")
+        assert done.score is None and decoded(done.data).width == 1400  # unscored: > 1.2 MP
+
+
+def test_match_quality_with_a_target_takes_the_higher_of_the_two():
+    image = photo(400, 300, seed=12)
+    ref = Reference(image)
+    anchor = ref.score(decoded(image.jpegsave_buffer(Q=60, keep="none")))
+    assert anchor < 75  # the image is busy enough that q60 scores under the floor
+    done = enc.save(image, preset(quality="auto", match_quality=60, target=75))
+    assert done.score >= 75
+    matched = enc.save(image, preset(quality="auto", match_quality=60))
+    assert anchor - MATCH_SLACK <= matched.score < 75 and len(matched.data) < len(done.data)
+    assert preset(quality="auto", match_quality=60).target_score is None
+    hashes = {recipe_hash(preset(quality="auto", **kw), "e") for kw in (
+        {"match_quality": 60}, {"match_quality": 80}, {"match_quality": 60, "target": 75}, {})}
+    assert len(hashes) == 4
 
 
 def test_a_higher_target_costs_more_bytes_and_scores_higher():
@@ -135,6 +208,8 @@ def test_auto_validation_names_key_expected_and_found():
         preset(format="png", quality="auto")
     with pytest.raises(ValueError, match="target: expected no target unless quality = 'auto'"):
         preset(quality=80, target="eco")
+    with pytest.raises(ValueError, match="match_quality: expected no match_quality unless"):
+        preset(quality=80, match_quality=80)
     with pytest.raises(ValueError):
         preset(quality="auto", target="best")
     with pytest.raises(ValueError):

@@ -14,8 +14,10 @@ import pyvips
 
 from .. import formats
 from ..errors import MasterError
-from ..spec.models import AUTO_RANGE, ImagePreset
+from ..spec.models import AUTO_RANGE, MATCH_SLACK, ImagePreset
 from .ssimulacra2 import Reference
+
+FULL_CHROMA_Q = 95  # JPEG: 4:4:4 from this quality up, 4:2:0 below
 
 
 # libvips options per output format (the saver itself is named in formats.py), for an encode at
@@ -27,10 +29,16 @@ def _jpeg(p: ImagePreset, q: int) -> dict[str, object]:
     # and ImageMagick's default) a further -8..-10% on photos at scores 68-75, about even at 82;
     # overshoot deringing 0..-1% (edges on flat backgrounds); optimised progressive scans -1.5%
     # on photos and -18..-23% on product shots. All four win; optimize_scans needs progressive.
+    # Chroma is 4:2:0 below Q95 (libvips' own choice switches to 4:4:4 at Q90): at equal
+    # SSIMULACRA2, 4:4:4 cost 5-30% more bytes at scores 68-82 and 10-30% more at 87-94 (the
+    # Amazon and Instagram renditions, benchmarks/bytes.py's references). From Q95 it is
+    # 4:4:4, so that the scores 4:2:0 cannot reach on a busy photo (about 88-95) stay
+    # reachable for quality = "auto" (the score still rises with the quality across the switch).
     # Changing these: bump spec.models.ENCODER_SETTINGS["jpeg"] (in every JPEG recipe hash).
     options: dict[str, object] = {
         "Q": q, "optimize_coding": True, "interlace": p.progressive, "trellis_quant": True,
-        "overshoot_deringing": True, "quant_table": 3, "keep": "none"}
+        "overshoot_deringing": True, "quant_table": 3,
+        "subsample_mode": "on" if q < FULL_CHROMA_Q else "off", "keep": "none"}
     if p.progressive:
         options["optimize_scans"] = True
     return options
@@ -70,6 +78,7 @@ MAX_SEARCH = 5
 HINTED_SEARCH = 2
 PROXY_TILE = 192  # 384x384 mosaic: six SSIMULACRA2 scales, the smallest 12 px
 PROXY_MAX_PIXELS = 200_000  # search whole up to this
+FLAT_DETAIL = 0.01  # a tile whose mean local detail (0-255 levels) is at most this is flat
 SCORE_MAX_PIXELS = 1_200_000
 # Where a search starts when no earlier derivative of the master gave a hint, and the score
 # points one quality step buys (measured on photos and product shots: JPEG 0.5-0.7, WebP
@@ -78,6 +87,7 @@ START = {"jpeg": 70, "webp": 75, "avif": 50}
 SLOPE = {"jpeg": 0.6, "webp": 0.5, "avif": 0.7}
 # A whole-image score this far below target after a proxy search gets one correcting encode.
 PROXY_SLACK = 0.5
+PROXY_MATCH_RESERVE = 0.5  # of MATCH_SLACK, where a proxy alone decides a matched target
 
 
 class Encoded(NamedTuple):
@@ -112,9 +122,10 @@ class Scoring:
         self._refs.move_to_end(key)
         return self._refs[key]
 
-    def proxy(self, key: Hashable, image: pyvips.Image) -> pyvips.Image | None:
+    def proxy(self, key: Hashable, image: pyvips.Image, wide: bool = True) -> pyvips.Image | None:
+        key = (key, wide)
         if key not in self._proxies:
-            self._proxies[key] = proxy(image)
+            self._proxies[key] = proxy(image, wide)
             while len(self._proxies) > 4 * self.KEEP:
                 self._proxies.popitem(last=False)
         return self._proxies[key]
@@ -127,8 +138,10 @@ def describe(preset: ImagePreset, quality: int) -> str:
     options = SAVE_OPTIONS[preset.format](preset, quality)
     shown = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in options.items()
              if k != "keep"]
-    if preset.auto:
+    if preset.auto and preset.target_score is not None:
         shown.append(f"auto={preset.target_score:g}")
+    if preset.auto and preset.match_quality is not None:
+        shown.append(f"match={preset.match_quality}")
     return " ".join([formats.output(preset.format).saver or preset.format, *shown])
 
 
@@ -199,59 +212,118 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
     return Encoded(best[0], best[1], whole_score(best[0]) if preset.auto else None)
 
 
+def _plain(image: pyvips.Image, preset: ImagePreset, q: int) -> bytes:
+    """The conventional encode at quality q that match_quality measures against: the format's
+    library with its own settings. JPEG: libjpeg-turbo's (standard tables, no trellis, 4:2:0
+    below Q90: libvips', sharp's and ImageMagick's defaults); WebP and AVIF: as fanout
+    encodes them (no setting of libwebp's or libaom's is tuned beyond the preset's effort)."""
+    if preset.format == "jpeg":
+        return image.jpegsave_buffer(Q=q, keep="none")
+    return _saver(preset)(image, q)
+
+
 def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Image, int], bytes],
           scoring: Scoring, key: Hashable,
           whole_score: Callable[[bytes], float]) -> tuple[bytes, int, float | None]:
     """The smallest quality whose file scores at least the target (or the range's top)."""
-    target = preset.target_score
-    assert target is not None
     lo, hi = AUTO_RANGE[preset.format]
-    hint = (preset.format, target)
+    floor = preset.target_score
+    match = preset.match_quality
+    hint = (preset.format, floor, match)
+    wide = preset.format != "avif"
+    small = scoring.proxy(key, image, wide)
     tries = HINTED_SEARCH if hint in scoring.hints else MAX_SEARCH
-    start = scoring.hints.get(hint, START[preset.format])
     slope = SLOPE[preset.format]
-    small = scoring.proxy(key, image)
-    if small is None:  # small enough: search the image itself, keep what the search encoded
-        encoded: dict[int, bytes] = {}
+    pixels = image if small is None else small  # what the search encodes and scores
+    ref = scoring.reference(key if small is None else (key, "proxy", wide), pixels)
+    encoded: dict[int, bytes] = {}
 
-        def at(q: int) -> float:
-            encoded[q] = encoder(image, q)
-            return whole_score(encoded[q])
+    def at(q: int) -> float:
+        data = encoder(pixels, q)
+        if small is None:  # the image itself: keep what the search encoded
+            encoded[q] = data
+        return ref.score(pyvips.Image.new_from_buffer(data, ""))
 
-        quality, score = search(at, target, lo, hi, start, slope, tries)
-        scoring.hints[hint] = quality
-        return encoded[quality], quality, score
-    proxy_ref = scoring.reference((key, "proxy"), small)
-
-    def proxy_at(q: int) -> float:
-        return proxy_ref.score(pyvips.Image.new_from_buffer(encoder(small, q), ""))
-
-    quality, _ = search(proxy_at, target, lo, hi, start, slope, tries)
+    # A matched target is checked on the whole image where that is cheap (JPEG, up to
+    # SCORE_MAX_PIXELS); where the proxy's estimate decides alone, it keeps
+    # PROXY_MATCH_RESERVE of the slack in reserve (a proxy's score gap to the conventional
+    # encode differed from the whole image's by up to a point on the benchmark's catalog).
+    checked = small is None or (image.width * image.height <= SCORE_MAX_PIXELS
+                                and (match is None or preset.format == "jpeg"))
+    reserve = 0.0 if checked else PROXY_MATCH_RESERVE
+    target = _target(preset, pixels, ref, at, reserve)
+    known = {} if target.search_step is None else {target.search_step: target.anchor_score}
+    start = scoring.hints.get(hint, START[preset.format] if match is None else match)
+    quality, score = search(at, target.score, lo, hi, start, slope, tries, known)
     scoring.hints[hint] = quality
+    if small is None:
+        return encoded[quality], quality, score
     data = encoder(image, quality)
-    if image.width * image.height > SCORE_MAX_PIXELS:
-        return data, quality, None
+    if image.width * image.height > SCORE_MAX_PIXELS or not checked:
+        return data, quality, None  # scoring the whole would cost another search step or more
     score = whole_score(data)
-    if score < target - PROXY_SLACK and quality < hi:  # the proxy was kinder than the whole
-        better = min(hi, quality + max(1, math.ceil((target - score) / slope)))
+    # The whole image's own target: the proxy stands in for it, but may be kinder. A matched
+    # target is measured on the whole image too (JPEG only: its conventional encode costs a
+    # fraction of the search's; WebP's and AVIF's would cost a whole encode and a score,
+    # about a third more time for "auto" on the benchmark's catalog, so there the proxy's
+    # target, kept in reserve, stands and the file records no score).
+    if match is None:
+        goal, slack = target.score, PROXY_SLACK
+    else:
+        goal, slack = _target(preset, image, scoring.reference(key, image)).score, 0.0
+    for _ in range(1 if match is None else 2):
+        if score >= goal - slack or quality >= hi:
+            break
+        better = min(hi, quality + max(1, math.ceil((goal - score) / slope)))
         data2 = encoder(image, better)
         score2 = whole_score(data2)
-        if score2 > score:
-            data, quality, score = data2, better, score2
+        if score2 <= score:
+            break
+        data, quality, score = data2, better, score2
     return data, quality, score
 
 
+class _Target(NamedTuple):
+    score: float
+    anchor_score: float | None = None  # match_quality's conventional encode, scored
+    search_step: int | None = None  # its quality, when it is the search's own encoder's
+
+
+def _target(preset: ImagePreset, pixels: pyvips.Image, ref: Reference,
+            score_at: Callable[[int], float] | None = None, reserve: float = 0.0) -> _Target:
+    """The score "auto" must reach on `pixels`: the preset's target, and with match_quality the
+    conventional encode's score there less MATCH_SLACK, less `reserve` of it (the higher of
+    the two when both).
+    `score_at` scores the search's own encoder at a quality (for WebP and AVIF the
+    conventional encode is that encoder's: its score is a search step already taken)."""
+    floor = preset.target_score if preset.target_score is not None else -math.inf
+    match = preset.match_quality
+    if match is None:
+        return _Target(floor)
+    if preset.format == "jpeg":
+        anchor = ref.score(pyvips.Image.new_from_buffer(_plain(pixels, preset, match), ""))
+        return _Target(max(floor, anchor - MATCH_SLACK + reserve), anchor)
+    lo, hi = AUTO_RANGE[preset.format]
+    step = min(hi, max(lo, match))
+    assert score_at is not None
+    anchor = score_at(step)
+    return _Target(max(floor, anchor - MATCH_SLACK + reserve), anchor, step)
+
+
 def search(score_at: Callable[[int], float], target: float, lo: int, hi: int, start: int,
-           slope: float, tries: int = MAX_SEARCH) -> tuple[int, float]:
+           slope: float, tries: int = MAX_SEARCH,
+           known: dict[int, float] | None = None) -> tuple[int, float]:
     """The smallest quality in lo..hi whose score (a rising function of quality) reaches
     `target`: a slope-aimed step until the target is bracketed, then the secant between the
     bracket's ends; it stops after `tries` evaluations once one passes, and after MAX_SEARCH in
     any case. Returns (quality, its score); when no quality tried reaches the target, the
-    highest tried (the range's top if the evaluations allow)."""
-    scores: dict[int, float] = {}
+    highest tried (the range's top if the evaluations allow). `known`: scores already
+    measured (free: they count as neither tries nor evaluations)."""
+    scores: dict[int, float] = dict(known or {})
     q = min(hi, max(lo, start))
     for attempt in range(1, MAX_SEARCH + 1):
-        scores[q] = score_at(q)
+        if q not in scores:
+            scores[q] = score_at(q)
         passing = [k for k, s in scores.items() if s >= target]
         failing = [k for k, s in scores.items() if s < target]
         up = min(passing) if passing else None  # lowest quality known to pass
@@ -281,13 +353,19 @@ def search(score_at: Callable[[int], float], target: float, lo: int, hi: int, st
     return best, scores[best]
 
 
-def proxy(image: pyvips.Image) -> pyvips.Image | None:
-    """A 2x2 mosaic of full-scale tiles standing in for a large image in a quality search, or
-    None when the image is small enough to search whole (or too narrow for the tiles).
+def proxy(image: pyvips.Image, wide: bool = True) -> pyvips.Image | None:
+    """A mosaic of full-scale tiles standing in for a large image in a quality search, or None
+    when the image is small enough to search whole (or too narrow for the tiles): 2x2 tiles,
+    3x3 over SCORE_MAX_PIXELS (where no whole-image score checks what the proxy found) when
+    `wide` (not for AVIF, whose encodes cost more than the scores: 2x2 and a target in reserve).
 
     The tiles are a sample of the image's detail: ranked by local detail (mean absolute
     difference from a 2x-smoothed copy, the part that costs bytes and shows artefacts), the
-    most detailed and those a quarter, half and three quarters down the ranking.
+    most detailed and those evenly spaced down the ranking (a quarter, half and three quarters
+    for 2x2). Flat tiles (a product shot's white margins) are left out of the ranking when
+    enough others remain:
+    every encoder reproduces them, so they would only dilute the sample; a product on white
+    is judged on the product, its edges and its shadow.
     """
     t = PROXY_TILE
     cols, rows = image.width // t, image.height // t
@@ -300,7 +378,14 @@ def proxy(image: pyvips.Image) -> pyvips.Image | None:
     side = t // 2
     per_tile = detail.crop(0, 0, cols * side, rows * side).shrink(side, side).numpy()
     ranking = np.argsort(-per_tile.reshape(-1), kind="stable")
+    # 3x3 where the proxy decides alone (no whole-image score follows): a wider sample
+    grid = 3 if wide and image.width * image.height > SCORE_MAX_PIXELS and cols * rows >= 9 \
+        else 2
+    count = grid * grid
+    textured = ranking[per_tile.reshape(-1)[ranking] > FLAT_DETAIL]
+    if len(textured) >= count:
+        ranking = textured
     n = len(ranking)
-    picks = [int(ranking[min(n - 1, i * n // 4)]) for i in range(4)]
+    picks = [int(ranking[min(n - 1, i * n // count)]) for i in range(count)]
     tiles = [image.crop((p % cols) * t, (p // cols) * t, t, t) for p in picks]
-    return pyvips.Image.arrayjoin(tiles, across=2).copy_memory()
+    return pyvips.Image.arrayjoin(tiles, across=grid).copy_memory()

@@ -43,13 +43,18 @@ MAX_EFFORT: dict[str, int] = {f.name: f.max_effort or 0 for f in _IMAGE_OUTPUTS}
 # matter more than the last detail (email, thumbnails), "high" for zoom and re-editing.
 TARGETS: dict[str, float] = {"high": 90.0, "good": 80.0, "eco": 70.0}
 DEFAULT_TARGET = "good"
+# quality = "auto" with match_quality = N: the target is, per derivative, the score that the
+# format's conventional encode at quality N reaches on the same pixels (image/encode.py), less
+# this many points (the benchmark's bound is 2: below a point or two, SSIMULACRA2 differences
+# are not seen side by side).
+MATCH_SLACK = 1.5
 # The quality span "auto" searches per format, lowest first (below it blocks or smearing show
 # on any photo; above it the bytes grow much faster than the score).
 AUTO_RANGE: dict[str, tuple[int, int]] = {"jpeg": (30, 98), "webp": (30, 98), "avif": (25, 90)}
 # Encoder settings beyond quality and effort (engine/image/encode.py: JPEG's mozjpeg options,
 # AVIF's 4:4:4), per format: in that format's recipes, so changing them re-renders that format
 # and nothing else. Bump one whenever encode.py's options for its format change.
-ENCODER_SETTINGS: dict[str, str] = {"jpeg": "mozjpeg-1", "avif": "444-1"}
+ENCODER_SETTINGS: dict[str, str] = {"jpeg": "mozjpeg-420", "avif": "444-1"}
 
 Gravity = Literal[
     "centre", "north", "south", "east", "west",
@@ -179,6 +184,10 @@ class ImagePreset(Strict):
     # `target` (image/encode.py searches it; the score goes to the manifest).
     quality: Annotated[int, Field(ge=1, le=100)] | Literal["auto"] | None = None
     target: Literal["high", "good", "eco"] | Annotated[float, Field(ge=30, le=100)] | None = None
+    # With "auto": also (or, without `target`, only) reach the score the format's conventional
+    # encode at this quality reaches on each derivative, less MATCH_SLACK: "as good as the
+    # fixed quality you would have set, per image, in fewer bytes".
+    match_quality: Annotated[int, Field(ge=1, le=100)] | None = None
     effort: Annotated[int, Field(ge=0, le=9)] | None = None
     progressive: bool = True
     max_bytes: Annotated[int, Field(ge=256)] | None = None
@@ -243,9 +252,11 @@ class ImagePreset(Strict):
         if self.quality == "auto" and self.format not in AUTO_RANGE:
             problems.append(f"quality: expected a number for format = {self.format!r} "
                             f"(\"auto\" needs a lossy format: jpeg, webp or avif); found 'auto'")
-        if self.target is not None and not self.auto:
-            problems.append(f"target: expected no target unless quality = 'auto'; found "
-                            f"{self.target!r} with quality = {self.effective_quality}")
+        for key in ("target", "match_quality"):
+            if getattr(self, key) is not None and not self.auto:
+                problems.append(f"{key}: expected no {key} unless quality = 'auto'; found "
+                                f"{getattr(self, key)!r} with quality = "
+                                f"{self.effective_quality}")
         if self.breakpoints is not None:
             problems += _breakpoint_problems(self)
         limits = MAX_EFFORT
@@ -270,8 +281,9 @@ class ImagePreset(Strict):
 
     @property
     def target_score(self) -> float | None:
-        """The SSIMULACRA2 score "auto" aims at (None: a fixed quality)."""
-        if not self.auto:
+        """The fixed SSIMULACRA2 score "auto" aims at (None: a fixed quality, or match_quality
+        alone: the target is then the conventional encode's score, per derivative)."""
+        if not self.auto or (self.target is None and self.match_quality is not None):
             return None
         target = self.target if self.target is not None else DEFAULT_TARGET
         return TARGETS[target] if isinstance(target, str) else float(target)
@@ -298,6 +310,10 @@ class ImagePreset(Strict):
             data["target"] = self.target_score
         else:
             del data["target"]  # absent at a fixed quality, so existing recipe hashes stand
+        if self.match_quality is None:
+            del data["match_quality"]  # absent unless set: existing recipe hashes stand
+        else:
+            data["match_slack"] = MATCH_SLACK
         if self.format in ENCODER_SETTINGS:  # encode.py's options decide the bytes too
             data["encoder_settings"] = ENCODER_SETTINGS[self.format]
         return data
