@@ -363,9 +363,8 @@ def proxy(image: pyvips.Image, wide: bool = True) -> pyvips.Image | None:
     difference from a 2x-smoothed copy, the part that costs bytes and shows artefacts), the
     most detailed and those evenly spaced down the ranking (a quarter, half and three quarters
     for 2x2). Flat tiles (a product shot's white margins) are left out of the ranking when
-    enough others remain:
-    every encoder reproduces them, so they would only dilute the sample; a product on white
-    is judged on the product, its edges and its shadow.
+    enough others remain: every encoder reproduces them, so they would only dilute the sample;
+    a product on white is judged on the product, its edges and its shadow.
     """
     t = PROXY_TILE
     cols, rows = image.width // t, image.height // t
