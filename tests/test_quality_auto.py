@@ -148,6 +148,25 @@ def test_match_quality_looks_as_good_as_the_conventional_encode_in_fewer_bytes(f
     assert ref.score(decoded(lower)) < anchor - MATCH_SLACK
 
 
+def test_proxy_keeps_a_smooth_gradient_where_encoders_band():
+    # a box whose colour fades top to bottom, on white: no local detail inside the box, but
+    # a gradient is where a low quality bands, so it must be in the sample
+    import numpy as np
+    import pyvips
+
+    rgb = np.full((1200, 1600, 3), 255, np.uint8)
+    fade = np.linspace(230, 150, 800).astype(np.uint8)[:, None]
+    rgb[200:1000, 300:1300] = np.dstack([fade, fade * 0 + 180, fade * 0 + 40])
+    image = pyvips.Image.new_from_array(rgb, interpretation="srgb")
+    t = enc.PROXY_TILE
+    small = enc.proxy(image).numpy()
+    tiles = [small[y: y + t, x: x + t] for y in range(0, small.shape[0], t)
+             for x in range(0, small.shape[1], t)]
+    inside = [a for a in tiles if (a == a[:, :1]).all() and a.std() > 0.5]
+    assert inside  # at least one tile of pure gradient (rows constant, levels spread)
+    assert all(a.std() > 0 for a in tiles)  # and no plain white tile
+
+
 def test_one_master_searched_in_several_formats_keeps_each_formats_proxy():
     # over 1.2 MP: JPEG and WebP search a 3x3 proxy, AVIF a 2x2 one; one Scoring holds both
     image = flat_product(1400, 1000)

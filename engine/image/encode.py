@@ -78,7 +78,7 @@ MAX_SEARCH = 5
 HINTED_SEARCH = 2
 PROXY_TILE = 192  # 384x384 mosaic: six SSIMULACRA2 scales, the smallest 12 px
 PROXY_MAX_PIXELS = 200_000  # search whole up to this
-FLAT_DETAIL = 0.01  # a tile whose mean local detail (0-255 levels) is at most this is flat
+PLAIN_SPREAD = 0.5  # a tile whose levels (0-255) spread less than this is plain
 SCORE_MAX_PIXELS = 1_200_000
 # Where a search starts when no earlier derivative of the master gave a hint, and the score
 # points one quality step buys (measured on photos and product shots: JPEG 0.5-0.7, WebP
@@ -362,9 +362,11 @@ def proxy(image: pyvips.Image, wide: bool = True) -> pyvips.Image | None:
     The tiles are a sample of the image's detail: ranked by local detail (mean absolute
     difference from a 2x-smoothed copy, the part that costs bytes and shows artefacts), the
     most detailed and those evenly spaced down the ranking (a quarter, half and three quarters
-    for 2x2). Flat tiles (a product shot's white margins) are left out of the ranking when
-    enough others remain: every encoder reproduces them, so they would only dilute the sample;
-    a product on white is judged on the product, its edges and its shadow.
+    for 2x2). Plain tiles (a product shot's white margins: one level throughout) are left out
+    of the ranking when enough others remain: every encoder reproduces them, so they would only
+    dilute the sample; a product on white is judged on the product, its edges and its shadow.
+    A smooth gradient is not plain (it has no local detail, but encoders band there): it stays
+    in the ranking, at its detailless end.
     """
     t = PROXY_TILE
     cols, rows = image.width // t, image.height // t
@@ -375,13 +377,20 @@ def proxy(image: pyvips.Image, wide: bool = True) -> pyvips.Image | None:
     smooth = half.shrink(2, 2).zoom(2, 2).crop(0, 0, half.width // 2 * 2, half.height // 2 * 2)
     detail = (half.crop(0, 0, smooth.width, smooth.height).cast("float") - smooth).abs()
     side = t // 2
-    per_tile = detail.crop(0, 0, cols * side, rows * side).shrink(side, side).numpy()
+    # per tile, in one pass: mean local detail, and the spread of its levels (standard
+    # deviation: zero on a plain margin, but not on a smooth gradient, which has no local
+    # detail yet is where encoders band)
+    level = half.crop(0, 0, smooth.width, smooth.height).cast("float")
+    stats = detail.bandjoin([level, level * level]).crop(0, 0, cols * side, rows * side)
+    stats = stats.shrink(side, side).numpy().reshape(rows, cols, 3)
+    per_tile = stats[..., 0]
+    spread = np.sqrt(np.maximum(0, stats[..., 2] - stats[..., 1] ** 2))
     ranking = np.argsort(-per_tile.reshape(-1), kind="stable")
     # 3x3 where the proxy decides alone (no whole-image score follows): a wider sample
     grid = 3 if wide and image.width * image.height > SCORE_MAX_PIXELS and cols * rows >= 9 \
         else 2
     count = grid * grid
-    textured = ranking[per_tile.reshape(-1)[ranking] > FLAT_DETAIL]
+    textured = ranking[spread.reshape(-1)[ranking] > PLAIN_SPREAD]
     if len(textured) >= count:
         ranking = textured
     n = len(ranking)
