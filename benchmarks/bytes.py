@@ -279,9 +279,9 @@ def write_results(report: dict) -> None:
             "",
             f"- bytes_vs_sharp (sharp's total / fanout's; target >= 1.25): "
             f"**{report['bytes_vs_sharp']}**",
-            f"- with sharp at its default quality for every output (Amazon's and Instagram's "
-            f"fixed-quality files too, where fanout's score well above sharp's): "
-            f"{report['bytes_vs_sharp_default_everywhere']}",
+            (f"- with sharp at its default quality for every output (Amazon's and Instagram's "
+             f"fixed-quality files too, where fanout's score well above sharp's): "
+             f"{report['bytes_vs_sharp_default_everywhere']}"),
             f"- worst score deficit (sharp's score - fanout's, one output; target <= 2): "
             f"**{report['worst_score_deficit']}**; outputs more than 2 below: "
             f"{report['outputs_over_2_below']}",

@@ -30,7 +30,7 @@ def preset(**kw: object) -> ImagePreset:
     return ImagePreset(**{"resize": Resize(width=400), "format": "jpeg", **kw})
 
 
-def flat_product(width: int, height: int):  # noqa: ANN201
+def flat_product(width: int, height: int):
     from engine.demo import _to_image, product_shot
 
     return _to_image(product_shot(width, height, (200, 40, 60), "box"))
