@@ -87,3 +87,11 @@ def write_config(root: Path, kind: str, name: str, text: str) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(text)
     return path
+
+
+def config_folder(root: Path, presets: dict[str, str], channels: dict[str, str]) -> Path:
+    """A config folder at `root` with these presets and channels files (name -> TOML text)."""
+    for kind, files in (("presets", presets), ("channels", channels)):
+        for name, text in files.items():
+            write_config(root, kind, name, text)
+    return root

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from helpers import assert_consistent, channel_toml, load, read, write_config
+from helpers import assert_consistent, channel_toml, config_folder, load, read
 
 from engine import api
 from engine.errors import ConfigError
@@ -33,10 +33,7 @@ CHANNEL = channel_toml("web", {"gallery-jpeg": "bp-jpeg", "gallery-webp": "bp-we
 
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("bpconf")
-    write_config(root, "presets", "bp", PRESETS)
-    write_config(root, "channels", "web", CHANNEL)
-    return root
+    return config_folder(tmp_path_factory.mktemp("bpconf"), {"bp": PRESETS}, {"web": CHANNEL})
 
 
 def photo(width: int, height: int) -> pyvips.Image:

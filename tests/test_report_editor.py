@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyvips
-from helpers import channel_toml, load, pixels, read, write_config
+from helpers import channel_toml, config_folder, load, pixels, read
 
 from engine import api
 from engine.catalog import crops_location, load_catalog
@@ -39,10 +39,7 @@ RED = [255, 0, 0]
 
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("editorconf")
-    write_config(root, "presets", "e", PRESETS)
-    write_config(root, "channels", "t", CHANNEL)
-    return root
+    return config_folder(tmp_path_factory.mktemp("editorconf"), {"e": PRESETS}, {"t": CHANNEL})
 
 
 def quadrants(width: int = W, height: int = H) -> pyvips.Image:

@@ -212,14 +212,12 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
     return Encoded(best[0], best[1], whole_score(best[0]) if preset.auto else None)
 
 
-def _plain(image: pyvips.Image, preset: ImagePreset, q: int) -> bytes:
-    """The conventional encode at quality q that match_quality measures against: the format's
-    library with its own settings. JPEG: libjpeg-turbo's (standard tables, no trellis, 4:2:0
-    below Q90: libvips', sharp's and ImageMagick's defaults); WebP and AVIF: as fanout
-    encodes them (no setting of libwebp's or libaom's is tuned beyond the preset's effort)."""
-    if preset.format == "jpeg":
-        return image.jpegsave_buffer(Q=q, keep="none")
-    return _saver(preset)(image, q)
+def _plain_jpeg(image: pyvips.Image, q: int) -> bytes:
+    """The conventional JPEG at quality q that match_quality measures against: libjpeg-turbo's
+    own settings (standard tables, no trellis, 4:2:0 below Q90: libvips', sharp's and
+    ImageMagick's defaults). WebP's and AVIF's conventional encode is fanout's own (no setting
+    of libwebp's or libaom's is tuned beyond the preset's effort): a search step."""
+    return image.jpegsave_buffer(Q=q, keep="none")
 
 
 def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Image, int], bytes],
@@ -301,7 +299,7 @@ def _target(preset: ImagePreset, pixels: pyvips.Image, ref: Reference,
     if match is None:
         return _Target(floor)
     if preset.format == "jpeg":
-        anchor = ref.score(pyvips.Image.new_from_buffer(_plain(pixels, preset, match), ""))
+        anchor = ref.score(pyvips.Image.new_from_buffer(_plain_jpeg(pixels, match), ""))
         return _Target(max(floor, anchor - MATCH_SLACK + reserve), anchor)
     lo, hi = AUTO_RANGE[preset.format]
     step = min(hi, max(lo, match))
