@@ -20,9 +20,25 @@ from .ssimulacra2 import Reference
 FULL_CHROMA_Q = 95  # JPEG: 4:4:4 from this quality up, 4:2:0 below
 
 
+# Effort for a small output where the preset leaves it at the format's default: AVIF's
+# default effort 1 is chosen for the cost of large files (formats.py), but on a small one it
+# costs score: on the benchmark's references at 0.07-0.14 MP, effort 3 scored 0.4-3.0 points
+# above effort 1 at the same quality in 6-15% fewer bytes, for 11-40 ms an encode instead of
+# 11-19 (effort 4: 56-166 ms). Small is what "auto" searches whole (PROXY_MAX_PIXELS).
+SMALL_EFFORT: dict[str, int] = {"avif": 3}
+
+
+def effort(preset: ImagePreset, pixels: int) -> int:
+    """The encoder effort for a derivative of `pixels`: the preset's, or its format's default,
+    raised for a small output (SMALL_EFFORT) unless the preset sets one."""
+    if preset.effort is None and preset.format in SMALL_EFFORT and pixels <= PROXY_MAX_PIXELS:
+        return SMALL_EFFORT[preset.format]
+    return preset.effective_effort
+
+
 # libvips options per output format (the saver itself is named in formats.py), for an encode at
-# quality q; metadata is never kept.
-def _jpeg(p: ImagePreset, q: int) -> dict[str, object]:
+# quality q and effort e; metadata is never kept.
+def _jpeg(p: ImagePreset, q: int, e: int) -> dict[str, object]:
     # mozjpeg (built into pyvips-binary's libjpeg). Measured on two photo-like images and two
     # product shots (bytes at equal SSIMULACRA2 against libjpeg-turbo's settings, scores 68-82,
     # README "Encoding and quality"): trellis quantisation -2..-6%; quant table 3 (mozjpeg's
@@ -44,23 +60,23 @@ def _jpeg(p: ImagePreset, q: int) -> dict[str, object]:
     return options
 
 
-def _webp(p: ImagePreset, q: int) -> dict[str, object]:
-    return {"Q": q, "effort": p.effective_effort, "keep": "none"}
+def _webp(p: ImagePreset, q: int, e: int) -> dict[str, object]:
+    return {"Q": q, "effort": e, "keep": "none"}
 
 
-def _avif(p: ImagePreset, q: int) -> dict[str, object]:
+def _avif(p: ImagePreset, q: int, e: int) -> dict[str, object]:
     # 4:4:4 (sharp's default too): at equal SSIMULACRA2, 4-9% fewer bytes than 4:2:0 on
     # product shots (saturated edges on white), far fewer on photos; encode time unchanged.
     # Changing these: bump spec.models.ENCODER_SETTINGS["avif"].
-    return {"Q": q, "compression": "av1", "effort": p.effective_effort, "bitdepth": 8,
+    return {"Q": q, "compression": "av1", "effort": e, "bitdepth": 8,
             "subsample_mode": "off", "keep": "none"}
 
 
-def _png(p: ImagePreset, q: int) -> dict[str, object]:
-    return {"compression": p.effective_effort, "keep": "none"}
+def _png(p: ImagePreset, q: int, e: int) -> dict[str, object]:
+    return {"compression": e, "keep": "none"}
 
 
-SAVE_OPTIONS: dict[str, Callable[[ImagePreset, int], dict[str, object]]] = {
+SAVE_OPTIONS: dict[str, Callable[[ImagePreset, int, int], dict[str, object]]] = {
     "jpeg": _jpeg, "webp": _webp, "avif": _avif, "png": _png,
 }
 
@@ -131,11 +147,11 @@ class Scoring:
         return self._proxies[key]
 
 
-def describe(preset: ImagePreset, quality: int) -> str:
+def describe(preset: ImagePreset, quality: int, pixels: int) -> str:
     """The saver and the options that decided the bytes, as text for the manifest, e.g.
     "jpegsave Q=85 optimize_coding=1 interlace=1 ..." (metadata is always stripped: not
     listed; quality = "auto" adds its target, e.g. "auto=80")."""
-    options = SAVE_OPTIONS[preset.format](preset, quality)
+    options = SAVE_OPTIONS[preset.format](preset, quality, effort(preset, pixels))
     shown = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in options.items()
              if k != "keep"]
     if preset.auto and preset.target_score is not None:
@@ -145,10 +161,12 @@ def describe(preset: ImagePreset, quality: int) -> str:
     return " ".join([formats.output(preset.format).saver or preset.format, *shown])
 
 
-def _saver(preset: ImagePreset) -> Callable[[pyvips.Image, int], bytes]:
+def _saver(preset: ImagePreset, pixels: int) -> Callable[[pyvips.Image, int], bytes]:
+    """The encoder of a derivative of `pixels` (the effort depends on it, not on what is
+    encoded: a quality search encodes a proxy of the derivative with the derivative's effort)."""
     operation = f"{formats.output(preset.format).saver}_buffer"
-    options = SAVE_OPTIONS[preset.format]
-    return lambda img, q: getattr(img, operation)(**options(preset, q))
+    options, e = SAVE_OPTIONS[preset.format], effort(preset, pixels)
+    return lambda img, q: getattr(img, operation)(**options(preset, q, e))
 
 
 def encode(image: pyvips.Image, preset: ImagePreset) -> tuple[bytes, int]:
@@ -178,7 +196,7 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
         )
     if not fmt.alpha and image.hasalpha():  # render flattens first
         raise MasterError(f"internal: {fmt.name} output still has alpha")
-    encoder = _saver(preset)
+    encoder = _saver(preset, image.width * image.height)
     scoring = scoring if scoring is not None else Scoring()
     key = key if key is not None else ("image", id(image))
 
@@ -228,7 +246,8 @@ def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
     floor = preset.target_score
     match = preset.match_quality
     hint = (preset.format, floor, match)
-    wide = preset.format != "avif"
+    # the wide proxy (3x3 tiles) only differs over SCORE_MAX_PIXELS; below, formats share one
+    wide = preset.format != "avif" and image.width * image.height > SCORE_MAX_PIXELS
     small = scoring.proxy(key, image, wide)
     tries = HINTED_SEARCH if hint in scoring.hints else MAX_SEARCH
     slope = SLOPE[preset.format]
@@ -341,8 +360,9 @@ def search(score_at: Callable[[int], float], target: float, lo: int, hi: int, st
         elif up is None:  # everything tried fails: step up, aiming at the target
             assert down is not None
             nxt = min(hi, down + max(2, math.ceil((target + 0.5 - scores[down]) / slope)))
-        else:  # everything tried passes: step down, aiming at the target
-            nxt = max(lo, up - max(2, math.floor((scores[up] - target - 0.5) / slope)))
+        else:  # everything tried passes: step down, aiming at the target (one step when
+            # the margin is under two steps' worth: two would overshoot into failing)
+            nxt = max(lo, up - max(1, math.floor((scores[up] - target) / slope)))
         if nxt in scores:
             break
         q = nxt

@@ -323,7 +323,8 @@ def encode(work: Work) -> Work:
         work.base_key, work.region, work.size, work.plan.canvas, work.plan.offset,
         work.smart_cut, work.preset.background, work.framing)
     work.data, work.quality, work.score = save(work.image, work.preset, work.scoring, pixels)
-    work.encoder = describe_encoder(work.preset, work.quality)
+    work.encoder = describe_encoder(work.preset, work.quality,
+                                    work.image.width * work.image.height)
     return work
 
 
