@@ -179,11 +179,7 @@ def fairness_check(listing: Path, jobs: list[dict], root: Path, rows: list[dict]
 
 def engine_overhead(rows: list[dict], wall: float, workers: int) -> float:
     """Share of the workers' wall time spent outside decode, resize and encode calls."""
-    decode = {r["master_id"]: r["decode_ms"] or 0.0 for r in rows if r["status"] == "ok"}
-    render = {(r["master_id"], r["recipe_hash"]): r["render_ms"] or 0.0
-              for r in rows if r["status"] == "ok"}
-    busy = (sum(decode.values()) + sum(render.values())) / 1000
-    return round(100 * max(0.0, 1 - busy / (wall * workers)), 2)
+    return round(100 * max(0.0, 1 - peers.busy_seconds(rows) / (wall * workers)), 2)
 
 
 # c. video ------------------------------------------------------------------------------------

@@ -14,8 +14,12 @@ is scored against the same reference with SSIMULACRA2 (engine/image/ssimulacra2.
 
 Figures: `bytes_vs_sharp` = sharp's total bytes / fanout's (target >= 1.25, i.e. 20% fewer),
 the worst per-output score deficit against sharp (target: none more than 2 points below), and
-`auto_time_ratio` = the catalog job's wall time as configured / with every "auto" preset at a
-fixed quality (its format's default), same workers, fastest of `--repeat` runs (target <= 2).
+`auto_time_ratio` = the catalog job's render time as configured / with every "auto" preset at
+a fixed quality (its format's default), same workers, least of `--repeat` runs (target <= 2).
+Render time is the workers' busy time: each master's decode and each distinct derivative's
+render (the manifest's decode_ms and render_ms), which a 2-worker job's wall time blurs with
+cluster start, bookkeeping and the wait on its last master (the wall-time ratio is reported
+beside it, `auto_wall_ratio`).
 """
 
 from __future__ import annotations
@@ -59,18 +63,21 @@ def fixed_config(root: Path) -> Path:
     presets = root / "presets"
     presets.mkdir(parents=True, exist_ok=True)
     for path in sorted((builtin_dir() / "presets").glob("*.toml")):
-        text = re.sub(r'(?m)^(quality = "auto"|target = .*|match_quality = .*)\n', "", path.read_text())
+        text = re.sub(r'(?m)^(quality = "auto"|target = .*|match_quality = .*)\n', "",
+                      path.read_text())
         (presets / path.name).write_text(text)
     return root
 
 
-def timed_render(listing: Path, out: Path, config_dir: Path | None) -> tuple[float, list]:
+def timed_render(listing: Path, out: Path, config_dir: Path | None) -> tuple[float, float, list]:
+    """Render the catalog job; (wall seconds, busy seconds, rows). Busy: every master's
+    decode and every distinct derivative's render, summed over the workers."""
     configure(1)
     start = time.perf_counter()
     result = api.render(listing, out, workers=cores(), config_dir=config_dir)
     wall = time.perf_counter() - start
     assert not result.failed, result.failed[:1]
-    return wall, result.rows
+    return wall, peers.busy_seconds(result.rows), result.rows
 
 
 def references(listing: Path, out: Path, names: set[str]) -> None:
@@ -147,15 +154,16 @@ def measure(masters: int, oracle: int = 0, keep: Path | None = None, repeat: int
     jobs = peers.image_jobs(listing)
     with tempfile.TemporaryDirectory() as tmp:
         root = keep or Path(tmp)
-        autos, fixeds = [], []
+        autos, fixeds = [], []  # (wall, busy) per run
         for _ in range(max(1, repeat)):
             shutil.rmtree(root / "engine", ignore_errors=True)
             shutil.rmtree(root / "fixed", ignore_errors=True)
-            seconds, rows = timed_render(listing, root / "engine", None)
+            *seconds, rows = timed_render(listing, root / "engine", None)
             autos.append(seconds)
             fixeds.append(timed_render(listing, root / "fixed",
-                                       fixed_config(root / "fixed-config"))[0])
-        auto_s, fixed_s = min(autos), min(fixeds)
+                                       fixed_config(root / "fixed-config"))[:2])
+        times = {"auto_wall_s": min(a[0] for a in autos), "fixed_wall_s": min(f[0] for f in fixeds),
+                 "auto_s": min(a[1] for a in autos), "fixed_s": min(f[1] for f in fixeds)}
         ours = peers.engine_files(jobs, root / "engine", rows)
         by_file = {root / "engine" / r["path"]: r for r in rows if r["path"]}
         specs = {o["name"]: o for job in jobs for o in job["outputs"] if o["name"] in ours}
@@ -204,10 +212,10 @@ def measure(masters: int, oracle: int = 0, keep: Path | None = None, repeat: int
         check = oracle_check(outputs, oracle)
     for o in outputs:
         del o["ours_path"], o["reference"]
-    return summarise(outputs, masters, auto_s, fixed_s, sharp_s, sharp_why, check)
+    return summarise(outputs, masters, times, sharp_s, sharp_why, check)
 
 
-def summarise(outputs: list[dict], masters: int, auto_s: float, fixed_s: float,
+def summarise(outputs: list[dict], masters: int, times: dict[str, float],
               sharp_s: float | None, sharp_why: str, check: dict | str) -> dict:
     ours_total = sum(o["ours_bytes"] for o in outputs)
     report: dict = {
@@ -215,8 +223,10 @@ def summarise(outputs: list[dict], masters: int, auto_s: float, fixed_s: float,
                    f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
         "date": time.strftime("%Y-%m-%d"), "masters": masters, "outputs": len(outputs),
         "sharp": sharp_why, "fanout_bytes": ours_total,
-        "auto_s": round(auto_s, 2), "fixed_s": round(fixed_s, 2),
-        "auto_time_ratio": round(auto_s / fixed_s, 3), "oracle": check,
+        **{k: round(v, 2) for k, v in times.items()},
+        "auto_time_ratio": round(times["auto_s"] / times["fixed_s"], 3),
+        "auto_wall_ratio": round(times["auto_wall_s"] / times["fixed_wall_s"], 3),
+        "oracle": check,
     }
     if sharp_s is not None:
         sharp_total = sum(o["sharp_bytes"] for o in outputs)
@@ -287,9 +297,12 @@ def write_results(report: dict) -> None:
             f"{report['outputs_over_2_below']}",
         ]
     lines += [
-        f"- auto_time_ratio (catalog job wall time as configured / every \"auto\" preset at a "
-        f"fixed quality; target <= 2): **{report['auto_time_ratio']}** "
-        f"({report['auto_s']} s / {report['fixed_s']} s)",
+        f"- auto_time_ratio (catalog job render time, the workers' busy time decoding and "
+        f"rendering, as configured / every \"auto\" preset at a fixed quality; target <= 2): "
+        f"**{report['auto_time_ratio']}** ({report['auto_s']} s / {report['fixed_s']} s); "
+        f"wall time {report['auto_wall_ratio']} ({report['auto_wall_s']} s / "
+        f"{report['fixed_wall_s']} s, 2 workers: cluster start, bookkeeping and the wait on "
+        f"the last master included)",
         f"- reference implementation against the manifest's score: {_oracle_line(report)}",
         "", "![bytes per format](bytes.png)", "",
         "Per output: see bytes.json (`per_output`).", "",

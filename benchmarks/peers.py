@@ -173,6 +173,15 @@ def run_imagemagick(convert: str, jobs: list[dict], out: Path, workers: int) -> 
     return time.perf_counter() - start
 
 
+def busy_seconds(rows: list[dict]) -> float:
+    """The workers' busy time in a run's rows: each master's decode and each distinct
+    derivative's render (decode_ms and render_ms; a recipe two outputs share counts once)."""
+    decode = {r["master_id"]: r["decode_ms"] or 0.0 for r in rows if r["status"] == "ok"}
+    render = {(r["master_id"], r["recipe_hash"]): r["render_ms"] or 0.0
+              for r in rows if r["status"] == "ok"}
+    return (sum(decode.values()) + sum(render.values())) / 1000
+
+
 def engine_files(jobs: list[dict], out: Path, rows: list[dict]) -> dict[str, Path]:
     """Output name (as the peers name it) -> the engine's file for that master and recipe."""
     by_recipe = {(r["master_id"], r["recipe_hash"]): out / r["path"] for r in rows if r["path"]}
