@@ -185,7 +185,7 @@ def test_proxy_keeps_a_smooth_gradient_where_encoders_band():
 
 
 def test_one_master_searched_in_several_formats_keeps_each_formats_proxy():
-    # over 1.2 MP: JPEG and WebP search a 3x3 proxy, AVIF a 2x2 one; one Scoring holds both
+    # over 1.2 MP: JPEG searches a 3x3 proxy, WebP and AVIF a 2x2 one; one Scoring holds both
     image = flat_product(1400, 1000)
     scoring = enc.Scoring()
     for fmt, match in (("jpeg", 80), ("avif", 50), ("webp", 80), ("jpeg", 80)):
