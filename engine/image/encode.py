@@ -81,12 +81,12 @@ SAVE_OPTIONS: dict[str, Callable[[ImagePreset, int, int], dict[str, object]]] = 
 }
 
 # quality = "auto". A search encodes at most MAX_SEARCH times; once a master's derivative has
-# settled a format's quality, the next derivatives of that format start there and stop after
-# HINTED_SEARCH tries once one passes (the quality a target needs changes little from one size
-# to the next). A derivative of more than PROXY_MAX_PIXELS is searched on a proxy instead: a
-# 2x2 mosaic of PROXY_TILE-pixel tiles cut from it at full scale (compression artefacts depend
-# on the pixel scale, so a proxy is never a shrunk copy), then encoded whole once at the
-# quality found.
+# settled a format's quality, the next derivatives of that format start there and, searched on
+# a proxy, stop after HINTED_SEARCH tries once one passes (the quality a target needs changes
+# little from one size to the next). A derivative of more than PROXY_MAX_PIXELS is searched on
+# a proxy instead: a 2x2 mosaic of PROXY_TILE-pixel tiles cut from it at full scale
+# (compression artefacts depend on the pixel scale, so a proxy is never a shrunk copy), then
+# encoded whole once at the quality found.
 # Tiles sit on a 16-pixel grid, so a JPEG codes their blocks as in the whole image. The whole
 # file is scored (the manifest's score is always the written file's) when it has at most
 # SCORE_MAX_PIXELS; a larger one records no score: scoring it would cost several encodes.
@@ -253,7 +253,9 @@ def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
     # 0.2 below the conventional encode either way)
     wide = preset.format == "jpeg" and image.width * image.height > SCORE_MAX_PIXELS
     small = scoring.proxy(key, image, wide)
-    tries = HINTED_SEARCH if hint in scoring.hints else MAX_SEARCH
+    # a hint shortens a proxy's search; a small image searched whole has cheap evaluations
+    # (a few ms each) and keeps all of them
+    tries = HINTED_SEARCH if hint in scoring.hints and small is not None else MAX_SEARCH
     slope = SLOPE[preset.format]
     pixels = image if small is None else small  # what the search encodes and scores
     ref = scoring.reference(key if small is None else (key, "proxy", wide), pixels)
@@ -303,6 +305,15 @@ def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
         if score2 <= score:
             break
         data, quality, score = data2, better, score2
+    # ... or harsher: a whole image well above its goal (two steps' worth or more: the proxy's
+    # tiles were busier than the whole) gets one encode aimed halfway down to it (the score
+    # falls faster than `slope` below a proxy's choice), kept if it still passes
+    if match is not None and score - goal >= 2 * slope and quality > lo:
+        lower = max(lo, quality - math.floor((score - goal) / (2 * slope)))
+        data2 = encoder(image, lower)
+        score2 = whole_score(data2)
+        if score2 >= goal:
+            data, quality, score = data2, lower, score2
     return data, quality, score
 
 
