@@ -81,12 +81,13 @@ SAVE_OPTIONS: dict[str, Callable[[ImagePreset, int, int], dict[str, object]]] = 
 }
 
 # quality = "auto". A search encodes at most MAX_SEARCH times; once a master's derivative has
-# settled a format's quality, the next derivatives of that format start there and, searched on
-# a proxy, stop after HINTED_SEARCH tries once one passes (the quality a target needs changes
-# little from one size to the next). A derivative of more than PROXY_MAX_PIXELS is searched on
-# a proxy instead: a 2x2 mosaic of PROXY_TILE-pixel tiles cut from it at full scale
-# (compression artefacts depend on the pixel scale, so a proxy is never a shrunk copy), then
-# encoded whole once at the quality found.
+# settled a format's quality, the next derivatives of that format start there and stop after
+# HINTED_SEARCH tries once one passes (the quality a target needs changes little from one size
+# to the next; a small image searched whole with all its tries cost the test suite's catalogs
+# of small masters a fifth more render time for a few hundred bytes). A derivative of more
+# than PROXY_MAX_PIXELS is searched on a proxy instead: a 2x2 mosaic of PROXY_TILE-pixel tiles
+# cut from it at full scale (compression artefacts depend on the pixel scale, so a proxy is
+# never a shrunk copy), then encoded whole once at the quality found.
 # Tiles sit on a 16-pixel grid, so a JPEG codes their blocks as in the whole image. The whole
 # file is scored (the manifest's score is always the written file's) when it has at most
 # SCORE_MAX_PIXELS; a larger one records no score: scoring it would cost several encodes.
@@ -253,9 +254,7 @@ def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
     # 0.2 below the conventional encode either way)
     wide = preset.format == "jpeg" and image.width * image.height > SCORE_MAX_PIXELS
     small = scoring.proxy(key, image, wide)
-    # a hint shortens a proxy's search; a small image searched whole has cheap evaluations
-    # (a few ms each) and keeps all of them
-    tries = HINTED_SEARCH if hint in scoring.hints and small is not None else MAX_SEARCH
+    tries = HINTED_SEARCH if hint in scoring.hints else MAX_SEARCH
     slope = SLOPE[preset.format]
     pixels = image if small is None else small  # what the search encodes and scores
     ref = scoring.reference(key if small is None else (key, "proxy", wide), pixels)
