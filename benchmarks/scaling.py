@@ -15,10 +15,15 @@ and within 10% of plain libvips' own scaling).
 
     python -m benchmarks.scaling [--workers 1 2 4 8 16] [--per-worker 6] [--channel NAME ...]
 
-About 6-8 minutes on a 16-core machine with the defaults (each point 10-30 s, plus building the
-catalog in parallel); prints a table, then one JSON line, and writes
-benchmarks/results/scaling.json. Worker counts above the machine's cores are skipped (they
-would measure oversubscription, not scaling).
+Time: every built-in channel is about 48 s of work per master on one core (most of it
+`mobile`'s small-image quality searches), so the defaults take about 10 minutes a point on
+any machine (weak scaling: each point does the same work per worker). The 16-core figure in
+benchmarks/results/RESULTS.md used `--channel amazon --channel instagram --channel email`:
+11-17 s per system per point, about 3 minutes in all with the catalog. It measures one worker
+first, then the largest count, then the ones between, and writes
+benchmarks/results/scaling.json after every point (a run stopped part-way keeps what it
+measured); it ends with a table and one JSON line. Worker counts above the machine's cores are
+skipped (they would measure oversubscription, not scaling).
 """
 
 from __future__ import annotations
@@ -160,8 +165,11 @@ def main() -> None:
                         help="only these channels (repeatable; default: every built-in one)")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    counts = [n for n in args.workers if n <= cores]
-    skipped = [n for n in args.workers if n > cores]
+    # the smallest count first (the base of every ratio), then the largest: a run stopped
+    # part-way has the top figure before the ones between
+    asked = sorted(set(args.workers))
+    counts = [n for n in asked[:1] + asked[:0:-1] if n <= cores]
+    skipped = [n for n in asked if n > cores]
     if skipped:
         print(f"skipping {skipped} workers: this machine has {cores} cores", flush=True)
     listings = build_catalogs(WORK / "scaling", [n * args.per_worker for n in counts], cores)
@@ -173,6 +181,7 @@ def main() -> None:
             out = WORK / f"out-scaling-{name}-{n}"
             shutil.rmtree(out, ignore_errors=True)
             wall, sizes = fn(listing, out, n, args.channels)
+            shutil.rmtree(out, ignore_errors=True)
             runs[name] = (wall, sizes)
             print(f"{n:>2} workers  {name:<8} {wall:7.2f} s  {len(sizes) / wall:7.2f} "
                   f"derivatives/s  ({len(sizes)} derivatives)", flush=True)
@@ -184,35 +193,55 @@ def main() -> None:
         points[n] = {"masters": n * args.per_worker, "derivatives": len(fs),
                      "fanout_s": round(fw, 2), "fanout_per_s": round(len(fs) / fw, 2),
                      "libvips_s": round(pw, 2), "libvips_per_s": round(len(ps) / pw, 2)}
-    one = points[counts[0]]
-    for n, p in points.items():
-        p["fanout_scaling"] = round(p["fanout_per_s"] / one["fanout_per_s"], 3)
-        p["libvips_scaling"] = round(p["libvips_per_s"] / one["libvips_per_s"], 3)
-        p["fanout_over_libvips_scaling"] = round(p["fanout_scaling"] / p["libvips_scaling"], 3)
+        # written after every point: a run stopped part-way keeps what it measured
+        summary = summarise(points, args, cores, skipped)
+        RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n| workers | derivatives | fanout /s | x{counts[0]} | libvips /s | x{counts[0]} "
           "| fanout scaling / libvips scaling |\n|---|---|---|---|---|---|---|")
-    for n, p in points.items():
+    for n, p in sorted(points.items()):
         print(f"| {n} | {p['derivatives']} | {p['fanout_per_s']} | {p['fanout_scaling']} | "
               f"{p['libvips_per_s']} | {p['libvips_scaling']} | "
               f"{p['fanout_over_libvips_scaling']} |")
-    top = points[counts[-1]]
-    summary = {
-        "machine": f"{platform.machine()}, {cores} cores, Python {platform.python_version()}, "
-                   f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
+    print(json.dumps(summary))
+
+
+def summarise(points: dict[int, dict], args: argparse.Namespace, cores: int,
+              skipped: list[int]) -> dict:
+    """The JSON summary of the points measured so far: each point's scaling against the
+    first one measured (the smallest worker count asked for comes first)."""
+    first = next(iter(points.values()))
+    for p in points.values():
+        p["fanout_scaling"] = round(p["fanout_per_s"] / first["fanout_per_s"], 3)
+        p["libvips_scaling"] = round(p["libvips_per_s"] / first["libvips_per_s"], 3)
+        p["fanout_over_libvips_scaling"] = round(p["fanout_scaling"] / p["libvips_scaling"], 3)
+    top = points[max(points)]
+    return {
+        "machine": f"{platform.machine()}, {cores} cores ({cpu_model()}), Python "
+                   f"{platform.python_version()}, libvips {pyvips.version(0)}."
+                   f"{pyvips.version(1)}.{pyvips.version(2)}",
         "date": time.strftime("%Y-%m-%d"),
         "per_worker_masters": args.per_worker,
         "channels": args.channels or "all",
-        # the issue's points this run has no figure for (asked for and over the cores, or not
-        # asked for): a 16-core figure is only claimed where it was measured
-        "not_measured": sorted(set(skipped) | ({1, 2, 4, 8, 16} - set(counts))),
-        "points": {str(n): p for n, p in points.items()},
-        "top_workers": counts[-1],
+        # the issue's points this run has no figure for (asked for and over the cores, not
+        # asked for, or not reached): a 16-core figure is only claimed where it was measured
+        "not_measured": sorted(set(skipped) | ({1, 2, 4, 8, 16} - set(points))),
+        "points": {str(n): p for n, p in sorted(points.items())},
+        "top_workers": max(points),
         "top_fanout_scaling": top["fanout_scaling"],
         "top_libvips_scaling": top["libvips_scaling"],
         "top_fanout_over_libvips_scaling": top["fanout_over_libvips_scaling"],
     }
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
+
+
+def cpu_model() -> str:
+    """The processor's model name as the kernel reports it (or "unknown")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 if __name__ == "__main__":
