@@ -194,6 +194,43 @@ def test_one_master_searched_in_several_formats_keeps_each_formats_proxy():
         assert done.score is None and decoded(done.data).width == 1400  # unscored: > 1.2 MP
 
 
+def test_an_identical_rendition_under_another_recipe_is_encoded_once(monkeypatch):
+    # a 480 px master: the 640 and 828 "limit" renditions are its own 480 px, pixel for pixel;
+    # the same format and settings make the same file, searched once. A different target, or
+    # other pixels (a 320 px rendition), is its own encode.
+    encodes: list[tuple[int, int]] = []
+    saver = enc._saver
+
+    def counting(p: ImagePreset, pixels: int):  # noqa: ANN202
+        inner = saver(p, pixels)
+
+        def encode(image, q: int) -> bytes:  # noqa: ANN001
+            encodes.append((image.width, q))
+            return inner(image, q)
+        return encode
+
+    monkeypatch.setattr(enc, "_saver", counting)
+    master = photo(480, 320, seed=21).jpegsave_buffer(Q=95)
+    auto = {"format": "webp", "quality": "auto", "match_quality": 80}
+    presets = {"w640": preset(resize=Resize(width=640, fit="limit"), **auto),
+               "w828": preset(resize=Resize(width=828, fit="limit"), **auto)}
+    render_all(master, {"w640": presets["w640"]})
+    one = len(encodes)
+    results, _ = render_all(master, presets)
+    assert len(encodes) == 2 * one, "the second rendition costs no encode"
+    assert results["w640"].data == results["w828"].data
+    assert results["w640"].score == results["w828"].score
+    assert all(width == 480 for width, _ in encodes)
+    before = len(encodes)
+    results, _ = render_all(master, presets | {
+        "w320": preset(resize=Resize(width=320, fit="limit"), **auto),
+        "eco": preset(resize=Resize(width=900, fit="limit"), **auto, target="eco")})
+    assert results["w320"].width == 320 and results["eco"].width == 480
+    widths = [width for width, _ in encodes[before:]]
+    assert widths.count(320) >= 1 and widths.count(480) > one, "each is its own encode"
+    assert results["eco"].score >= TARGETS["eco"]
+
+
 def test_match_quality_with_a_target_takes_the_higher_of_the_two():
     image = photo(400, 300, seed=12)
     ref = Reference(image)

@@ -117,12 +117,15 @@ class Encoded(NamedTuple):
 
 
 class Scoring:
-    """What one master's derivatives share for quality = "auto": reference images prepared for
-    SSIMULACRA2 (one derivative's pixels are often encoded in two or three formats in a row),
-    and the quality each format last settled at (where the next search starts).
+    """What one master's derivatives share when they are encoded: reference images prepared
+    for SSIMULACRA2 (one derivative's pixels are often encoded in two or three formats in a
+    row), the quality each format last settled at (where the next search starts), and what
+    each encode produced (`done`: the same pixels with the same encoding settings are encoded
+    once, e.g. a 640, an 828 and a 1080 px "limit" rendition of a 600 px master).
 
     References are large (about 48 bytes a pixel over the pyramid), so only the last few are
-    kept; derivatives of one size are rendered one after another.
+    kept; derivatives of one size are rendered one after another. `done` holds the files the
+    master's task returns anyway.
     """
 
     KEEP = 2
@@ -131,6 +134,7 @@ class Scoring:
         self._refs: OrderedDict[Hashable, Reference] = OrderedDict()
         self._proxies: OrderedDict[Hashable, pyvips.Image | None] = OrderedDict()
         self.hints: dict[tuple[str, float], int] = {}
+        self.done: dict[Hashable, Encoded] = {}
 
     def reference(self, key: Hashable, image: pyvips.Image) -> Reference:
         if key not in self._refs:
@@ -185,9 +189,10 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
     budget wins: the highest quality that fits, down to min_quality.
 
     `scoring` and `key` (what identifies these pixels among the master's derivatives) let
-    derivatives share references and hints; without them each call prepares its own.
-    The budget search is a bisection over quality (about log2(quality - min_quality) extra
-    encodes of the in-memory image, only when the first is over budget).
+    derivatives share references, hints and results (Scoring.done); without them each call
+    prepares its own. The budget search is a bisection over quality (about
+    log2(quality - min_quality) extra encodes of the in-memory image, only when the first is
+    over budget).
     """
     fmt = formats.output(preset.format)
     if max(image.width, image.height) > (fmt.max_side or 0):
@@ -200,7 +205,24 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
         raise MasterError(f"internal: {fmt.name} output still has alpha")
     encoder = _saver(preset, image.width * image.height)
     scoring = scoring if scoring is not None else Scoring()
-    key = key if key is not None else ("image", id(image))
+    if key is None:
+        key = ("image", id(image))
+        return _save(image, preset, encoder, scoring, key)
+    # `key` decides the pixels; everything else of the preset that is not geometry decides
+    # the bytes (an identical rendition under another recipe gets the identical file)
+    done = (key, image.width, image.height, preset.model_dump_json(exclude=GEOMETRY))
+    if done not in scoring.done:
+        scoring.done[done] = _save(image, preset, encoder, scoring, key)
+    return scoring.done[done]
+
+
+# The preset fields a `save` key stands for (they decide the pixels, not how they are encoded).
+GEOMETRY = {"resize", "trim", "upscale", "breakpoints", "description"}
+
+
+def _save(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Image, int], bytes],
+          scoring: Scoring, key: Hashable) -> Encoded:
+    """`save` once its checks are done and its result is not known yet."""
 
     def whole_score(data: bytes) -> float:
         decoded = pyvips.Image.new_from_buffer(data, "")
