@@ -119,9 +119,14 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
 # b. the catalog job ----------------------------------------------------------------------
 
 def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) -> dict:
+    """The same work for every contender: each distinct image recipe at a fixed quality. The
+    peers cannot search a quality, so fanout renders here with every quality = "auto" preset
+    at the fixed quality the peers get (its format's default, bytes.fixed_config); what
+    "auto" costs on top is the bytes benchmark's auto_time_ratio."""
     configure(1)
     listing = naive.build_catalog(naive.WORK / f"catalog-{masters}", masters)
-    jobs = peers.image_jobs(listing)
+    fixed = bytes_bench.fixed_config(peers.WORK / "catalog-fixed-config")
+    jobs = peers.image_jobs(listing, fixed)
     n = cores()
     times: dict[str, list[float]] = {"engine": [], "naive-pyvips": []}
     if sharp is not None:
@@ -134,20 +139,21 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             start = time.perf_counter()
-            result = api.render(listing, root / "engine", workers=n)
+            result = api.render(listing, root / "engine", workers=n, config_dir=fixed)
             wall = time.perf_counter() - start
             times["engine"].append(wall)
             rows = result.rows
             assert not result.failed, result.failed[:1]
             overhead.append(engine_overhead(rows, wall, n))
-            times["naive-pyvips"].append(naive.run_naive(listing, None, root / "naive", n)[0])
+            times["naive-pyvips"].append(naive.run_naive(listing, None, root / "naive", n,
+                                                             fixed)[0])
             if sharp is not None:
                 times["sharp"].append(peers.run_sharp(sharp, jobs, root / "sharp", n)["seconds"])
             if convert is not None:
                 times["imagemagick"].append(
                     peers.run_imagemagick(convert, jobs, root / "imagemagick", n))
             if i == 0:  # the outputs are the same every run: check them once, untimed
-                fairness = fairness_check(listing, jobs, root, rows, sharp, convert)
+                fairness = fairness_check(listing, jobs, root, rows, sharp, convert, fixed)
     derivatives = sum(len(j["outputs"]) for j in jobs)
     return {"masters": masters, "distinct_recipes": derivatives,
             "derivatives": len(rows), "seconds": {k: summary(v) for k, v in times.items()},
@@ -155,7 +161,7 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
 
 
 def fairness_check(listing: Path, jobs: list[dict], root: Path, rows: list[dict],
-                   sharp: Path | None, convert: str | None) -> dict:
+                   sharp: Path | None, convert: str | None, config_dir: Path) -> dict:
     """Every peer output against fanout's: size, format and bytes; where bytes differ by more
     than 15%, SSIM against lossless renditions of the same recipes (made here, untimed, by
     each contender for just those outputs)."""
@@ -166,7 +172,7 @@ def fairness_check(listing: Path, jobs: list[dict], root: Path, rows: list[dict]
     present = [name for name, what in (("sharp", sharp), ("imagemagick", convert)) if what]
     checked = {name: peers.compare(jobs, ours, root / name) for name in present}
     unsure = set().union(*(u for _, u in checked.values()))
-    peers.engine_references(listing, root / "ref-engine", n, unsure)
+    peers.engine_references(listing, root / "ref-engine", n, unsure, config_dir)
     scores: dict[str, float | None] = {}
     fairness = {}
     for name, (report, names) in checked.items():

@@ -92,8 +92,9 @@ def naive_derivative(path: str, preset: ImagePreset) -> bytes:
     return encode(image, preset)[0]
 
 
-def run_naive(listing: Path, channels: list[str] | None, out: Path, workers: int) -> tuple[float, dict]:
-    the_plan = api.plan(listing, channels)
+def run_naive(listing: Path, channels: list[str] | None, out: Path, workers: int,
+              config_dir: Path | None = None) -> tuple[float, dict]:
+    the_plan = api.plan(listing, channels, config_dir)
     sizes: dict[str, tuple[int, int, int]] = {}
 
     def one_master(mp) -> None:  # noqa: ANN001
@@ -111,7 +112,8 @@ def run_naive(listing: Path, channels: list[str] | None, out: Path, workers: int
     return time.perf_counter() - start, sizes
 
 
-def run_engine(listing: Path, channels: list[str] | None, out: Path, workers: int) -> tuple[float, dict]:
+def run_engine(listing: Path, channels: list[str] | None, out: Path,
+               workers: int) -> tuple[float, dict]:
     start = time.perf_counter()
     result = api.render(listing, out, channels=channels, workers=workers)
     wall = time.perf_counter() - start

@@ -90,9 +90,11 @@ def recipe_spec(name: str, preset: ImagePreset) -> dict:
     }
 
 
-def _image_recipes(listing: Path) -> list[tuple[str, str, list[tuple[str, ImagePreset]]]]:
-    """Per master (path, id): its distinct image recipes, named `<master>--<recipe>.<ext>`."""
-    the_plan = api.plan(listing)
+def _image_recipes(listing: Path, config_dir: Path | None = None,
+                   ) -> list[tuple[str, str, list[tuple[str, ImagePreset]]]]:
+    """Per master (path, id): its distinct image recipes, named `<master>--<recipe>.<ext>`
+    (under `config_dir`'s presets, or the built-in ones)."""
+    the_plan = api.plan(listing, config_dir=config_dir)
     masters = []
     for mp in the_plan.masters:
         recipes = []
@@ -106,10 +108,10 @@ def _image_recipes(listing: Path) -> list[tuple[str, str, list[tuple[str, ImageP
     return masters
 
 
-def image_jobs(listing: Path) -> list[dict]:
+def image_jobs(listing: Path, config_dir: Path | None = None) -> list[dict]:
     """The peers' work list: per master, every distinct image recipe as plain settings."""
     return [{"master": path, "id": mid, "outputs": [recipe_spec(n, p) for n, p in recipes]}
-            for path, mid, recipes in _image_recipes(listing)]
+            for path, mid, recipes in _image_recipes(listing, config_dir)]
 
 
 def run_sharp(module: Path, jobs: list[dict] | dict, out: Path, concurrency: int) -> dict:
@@ -204,7 +206,8 @@ def lossless_jobs(jobs: list[dict], names: set[str]) -> list[dict]:
     return [job for job in cut if job["outputs"]]
 
 
-def engine_references(listing: Path, out: Path, workers: int, names: set[str]) -> None:
+def engine_references(listing: Path, out: Path, workers: int, names: set[str],
+                      config_dir: Path | None = None) -> None:
     """The engine's renditions of the recipes in `names` before its lossy encoder, as PNG."""
     out.mkdir(parents=True, exist_ok=True)
 
@@ -219,7 +222,7 @@ def engine_references(listing: Path, out: Path, workers: int, names: set[str]) -
                     (out / name).write_bytes(rendered.data)
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, _image_recipes(listing)))
+        list(pool.map(one, _image_recipes(listing, config_dir)))
 
 
 def _grey(path: Path) -> pyvips.Image:
@@ -269,7 +272,8 @@ def compare(jobs: list[dict], ours: dict[str, Path], theirs: Path) -> tuple[dict
     ratios.sort()
     return {
         "outputs": same + len(differ), "same_size_and_format": same, "differ": differ[:5],
-        "compared": len(ratios), "bytes_ratio_median": round(ratios[len(ratios) // 2], 3) if ratios else None,
+        "compared": len(ratios),
+        "bytes_ratio_median": round(ratios[len(ratios) // 2], 3) if ratios else None,
         "bytes_within_15pct": f"{len(ratios) - len(unsure)}/{len(ratios)}",
         "similar_quality": f"{len(ratios) - len(unsure)}/{len(ratios)}",
     }, unsure
