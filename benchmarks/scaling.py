@@ -172,6 +172,8 @@ def main() -> None:
     skipped = [n for n in asked if n > cores]
     if skipped:
         print(f"skipping {skipped} workers: this machine has {cores} cores", flush=True)
+    if not counts:
+        raise SystemExit(f"no worker count asked for fits this machine's {cores} cores")
     listings = build_catalogs(WORK / "scaling", [n * args.per_worker for n in counts], cores)
     points: dict[int, dict] = {}
     for n in counts:

@@ -125,7 +125,8 @@ class Scoring:
 
     References are large (about 48 bytes a pixel over the pyramid), so only the last few are
     kept; derivatives of one size are rendered one after another. `done` holds the files the
-    master's task returns anyway.
+    master's task returns anyway (and a breakpoints set's candidates it did not choose: a few
+    encodes of one set, freed with the master).
     """
 
     KEEP = 2
