@@ -209,9 +209,10 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
     if key is None:
         key = ("image", id(image))
         return _save(image, preset, encoder, scoring, key)
-    # `key` decides the pixels; everything else of the preset that is not geometry decides
-    # the bytes (an identical rendition under another recipe gets the identical file)
-    done = (key, image.width, image.height, preset.model_dump_json(exclude=GEOMETRY))
+    # `key` decides the pixels (their size too: references share it); everything else of the
+    # preset that is not geometry decides the bytes (an identical rendition under another
+    # recipe gets the identical file)
+    done = (key, preset.model_dump_json(exclude=GEOMETRY))
     if done not in scoring.done:
         scoring.done[done] = _save(image, preset, encoder, scoring, key)
     return scoring.done[done]
