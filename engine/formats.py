@@ -123,14 +123,18 @@ REGISTRY: tuple[Format, ...] = (
     Format("webp", "image", ("webp",), "image/webp", master=True, output=True, animated=True,
            signatures=(riff(b"WEBP"),), loaders=("webpload",), saver="webpsave", alpha=True,
            lossy=True, quality=80, effort=4, max_effort=6, max_side=16383),
-    # Effort is chosen deliberately. AVIF (libaom via libheif), measured here on a 1440x960
-    # photo, one thread: effort 0/1/2/3/4 took 107/113/317/511/1503 ms for 9.6/8.0/8.4/8.4/5.7 KB
-    # at the same error; 1 is the sweet spot for a batch. 16384 a side is libheif's default limit.
+    # Effort is chosen deliberately. AVIF (libaom via libheif), measured on the bytes
+    # benchmark's 33 AVIF references (0.07-7.7 MP, one thread), each searched for the smallest
+    # file at the same SSIMULACRA2 score (quality = "auto"'s matched target): effort 1/2/3 wrote
+    # 114.5/92.8/82.7 KB in all, encoding for 3.4/6.6/10.3 s (sharp's default, effort 4 with
+    # its own libaom: 64.1 KB). Effort 4 saved a further 16-30% on three of them for about 3x
+    # effort 3's time. 3 it is: the files are written once and served many times.
+    # 16384 a side is libheif's default limit.
     # mif1/msf1 are HEIF's generic brands, which AVIF encoders use too; an HEVC one goes to the
     # heif decoder (image/decode.py checks the compression: this libvips build has no HEVC).
     Format("avif", "image", ("avif",), "image/avif", master=True, output=True,
            signatures=(ftyp(b"avif", b"avis", b"mif1", b"msf1"),), loaders=("heifload",),
-           saver="heifsave", alpha=True, lossy=True, quality=55, effort=1, max_effort=9,
+           saver="heifsave", alpha=True, lossy=True, quality=55, effort=3, max_effort=9,
            max_side=16384),
     # HEIC (HEVC) from phones: pi-heif's libheif with libde265 (image/heif.py).
     Format("heif", "image", ("heic", "heif"), "image/heif", master=True,

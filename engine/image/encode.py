@@ -20,20 +20,14 @@ from .ssimulacra2 import Reference
 FULL_CHROMA_Q = 95  # JPEG: 4:4:4 from this quality up, 4:2:0 below
 
 
-# Effort for a small output where the preset leaves it at the format's default: AVIF's
-# default effort 1 is chosen for the cost of large files (formats.py), but on a small one it
-# costs score: on the benchmark's references at 0.07-0.14 MP, effort 3 scored 0.4-3.0 points
-# above effort 1 at the same quality in 6-15% fewer bytes, for 11-40 ms an encode instead of
-# 11-19 (effort 4: 56-166 ms). Small is what "auto" searches whole (PROXY_MAX_PIXELS).
-SMALL_EFFORT: dict[str, int] = {"avif": 3}
-
-
-def effort(preset: ImagePreset, pixels: int) -> int:
-    """The encoder effort for a derivative of `pixels`: the preset's, or its format's default,
-    raised for a small output (SMALL_EFFORT) unless the preset sets one."""
-    if preset.effort is None and preset.format in SMALL_EFFORT and pixels <= PROXY_MAX_PIXELS:
-        return SMALL_EFFORT[preset.format]
-    return preset.effective_effort
+# match_quality's conventional AVIF encode is libaom at effort 1 (speed 8), whatever effort the
+# output is encoded at. AVIF's quality scale moves with the effort and the libaom build: on the
+# bytes benchmark's 33 AVIF references, effort 1 at Q50, less MATCH_SLACK, scored within about
+# 1.5 points of sharp's default (q50 at effort 4, its own libaom 3.13), where this libaom's
+# effort 4 at Q50 scored 1-9 points higher (effort 3 reached effort 4's Q50 score at Q45-50):
+# anchored on those, "auto" would spend bytes looking better than the conventional file it
+# stands in for. The search itself encodes at the output's effort (AVIF's default is 3).
+ANCHOR_EFFORT: dict[str, int] = {"avif": 1}
 
 
 # libvips options per output format (the saver itself is named in formats.py), for an encode at
@@ -106,6 +100,12 @@ SLOPE = {"jpeg": 0.6, "webp": 0.5, "avif": 0.7}
 PROXY_SLACK = 0.5
 # Of MATCH_SLACK, kept in reserve where a proxy alone decides a matched WebP or AVIF target.
 PROXY_MATCH_RESERVE = 0.5
+# ... and how far below match_quality such a proxy's choice is trusted. Beyond it the file is
+# encoded at match_quality itself (no more bytes than the conventional file). On the bytes
+# benchmark's 6-master catalog the proxies chose WebP 68-80 and AVIF 39-76 for 80 and 50, but
+# WebP 30 on a smooth gradient's 2048 px rendition, which scored 4.4 below the conventional
+# encode: libwebp segments the whole image before it quantises, which tiles do not show.
+PROXY_TRUST = 15
 
 
 class Encoded(NamedTuple):
@@ -154,11 +154,11 @@ class Scoring:
         return self._proxies[key]
 
 
-def describe(preset: ImagePreset, quality: int, pixels: int) -> str:
+def describe(preset: ImagePreset, quality: int) -> str:
     """The saver and the options that decided the bytes, as text for the manifest, e.g.
     "jpegsave Q=85 optimize_coding=1 interlace=1 ..." (metadata is always stripped: not
     listed; quality = "auto" adds its target, e.g. "auto=80")."""
-    options = SAVE_OPTIONS[preset.format](preset, quality, effort(preset, pixels))
+    options = SAVE_OPTIONS[preset.format](preset, quality, preset.effective_effort)
     shown = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in options.items()
              if k != "keep"]
     if preset.auto and preset.target_score is not None:
@@ -168,11 +168,11 @@ def describe(preset: ImagePreset, quality: int, pixels: int) -> str:
     return " ".join([formats.output(preset.format).saver or preset.format, *shown])
 
 
-def _saver(preset: ImagePreset, pixels: int) -> Callable[[pyvips.Image, int], bytes]:
-    """The encoder of a derivative of `pixels` (the effort depends on it, not on what is
-    encoded: a quality search encodes a proxy of the derivative with the derivative's effort)."""
+def _saver(preset: ImagePreset, effort: int | None = None) -> Callable[[pyvips.Image, int], bytes]:
+    """The encoder of a derivative: at quality q, at the preset's effort unless `effort`."""
     operation = f"{formats.output(preset.format).saver}_buffer"
-    options, e = SAVE_OPTIONS[preset.format], effort(preset, pixels)
+    options = SAVE_OPTIONS[preset.format]
+    e = preset.effective_effort if effort is None else effort
     return lambda img, q: getattr(img, operation)(**options(preset, q, e))
 
 
@@ -204,7 +204,7 @@ def save(image: pyvips.Image, preset: ImagePreset, scoring: Scoring | None = Non
         )
     if not fmt.alpha and image.hasalpha():  # render flattens first
         raise MasterError(f"internal: {fmt.name} output still has alpha")
-    encoder = _saver(preset, image.width * image.height)
+    encoder = _saver(preset)
     scoring = scoring if scoring is not None else Scoring()
     if key is None:
         key = ("image", id(image))
@@ -259,8 +259,9 @@ def _save(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
 def _plain_jpeg(image: pyvips.Image, q: int) -> bytes:
     """The conventional JPEG at quality q that match_quality measures against: libjpeg-turbo's
     own settings (standard tables, no trellis, 4:2:0 below Q90: libvips', sharp's and
-    ImageMagick's defaults). WebP's and AVIF's conventional encode is fanout's own (no setting
-    of libwebp's or libaom's is tuned beyond the preset's effort): a search step."""
+    ImageMagick's defaults). WebP's conventional encode is fanout's own (no setting of
+    libwebp's is tuned beyond the preset's effort): a search step; AVIF's is fanout's own at
+    ANCHOR_EFFORT."""
     return image.jpegsave_buffer(Q=q, keep="none")
 
 
@@ -303,6 +304,9 @@ def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
     known = {} if target.search_step is None else {target.search_step: target.anchor_score}
     start = scoring.hints.get(hint, START[preset.format] if match is None else match)
     quality, score = search(at, target.score, lo, hi, start, slope, tries, known)
+    if small is not None and not checked and preset.format != "jpeg" and match is not None \
+            and quality < match - PROXY_TRUST:
+        quality = min(hi, match)  # the proxy is out of its depth: the conventional quality
     scoring.hints[hint] = quality
     if small is None:
         return encoded[quality], quality, score
@@ -362,6 +366,11 @@ def _target(preset: ImagePreset, pixels: pyvips.Image, ref: Reference,
         return _Target(max(floor, anchor - MATCH_SLACK + reserve), anchor)
     lo, hi = AUTO_RANGE[preset.format]
     step = min(hi, max(lo, match))
+    anchor_effort = ANCHOR_EFFORT.get(preset.format, preset.effective_effort)
+    if anchor_effort != preset.effective_effort:  # not a search step: an encode of its own
+        plain = _saver(preset, anchor_effort)(pixels, step)
+        anchor = ref.score(pyvips.Image.new_from_buffer(plain, ""))
+        return _Target(max(floor, anchor - MATCH_SLACK + reserve), anchor)
     assert score_at is not None
     anchor = score_at(step)
     return _Target(max(floor, anchor - MATCH_SLACK + reserve), anchor, step)

@@ -81,7 +81,8 @@ class Pyramid:
 
 @dataclass
 class Lineage:
-    """What the steps decided, in master pixels (upright, before shrink-on-load): for the manifest."""
+    """What the steps decided, in master pixels (upright, before shrink-on-load): for the
+    manifest."""
 
     trim: Box | None = None  # the content box trim found (None: no trim asked, or no border)
     shown: Box | None = None  # the part of the master the output shows, after trim and crop
@@ -323,8 +324,7 @@ def encode(work: Work) -> Work:
         work.base_key, work.region, work.size, work.plan.canvas, work.plan.offset,
         work.smart_cut, work.preset.background, work.framing)
     work.data, work.quality, work.score = save(work.image, work.preset, work.scoring, pixels)
-    work.encoder = describe_encoder(work.preset, work.quality,
-                                    work.image.width * work.image.height)
+    work.encoder = describe_encoder(work.preset, work.quality)
     return work
 
 

@@ -54,8 +54,9 @@ AUTO_RANGE: dict[str, tuple[int, int]] = {"jpeg": (30, 98), "webp": (30, 98), "a
 # Encoder settings beyond quality and effort (engine/image/encode.py: JPEG's mozjpeg options,
 # AVIF's 4:4:4), per format: in that format's recipes, so changing them re-renders that format
 # and nothing else. Bump one whenever encode.py's options for its format change.
-# (AVIF: "small3" is encode.SMALL_EFFORT, effort 3 for small outputs at the default effort.)
-ENCODER_SETTINGS: dict[str, str] = {"jpeg": "mozjpeg-420", "avif": "444-1-small3"}
+# (AVIF: "anchor1" is encode.ANCHOR_EFFORT, match_quality measured at effort 1; the default
+# effort itself, 3, is in the recipe as `effort`.)
+ENCODER_SETTINGS: dict[str, str] = {"jpeg": "mozjpeg-420", "avif": "444-anchor1"}
 
 Gravity = Literal[
     "centre", "north", "south", "east", "west",
