@@ -6,16 +6,18 @@ On the catalog job (benchmarks/naive_vs_engine.build_catalog), every distinct im
 every built-in channel is rendered by fanout as configured (mozjpeg JPEG, quality = "auto"
 where the presets say so). Each output's reference is fanout's own lossless rendering of that
 recipe (the pixels right before the lossy encoder, saved as PNG); sharp encodes that same PNG
-with its defaults (JPEG quality 80 with mozjpeg off, WebP 80, AVIF 50; the recipe's
-progressive flag and byte budget), so both encoders start from identical pixels and every file
-is scored against the same reference with SSIMULACRA2 (engine/image/ssimulacra2.py).
+with its defaults (JPEG quality 80 with mozjpeg off, WebP 80, AVIF 50; a recipe's fixed
+quality or match_quality where it names another; the recipe's progressive flag and byte
+budget), so both encoders start from identical pixels and every file is scored against the
+same reference with SSIMULACRA2 (engine/image/ssimulacra2.py).
 `--oracle N` also scores N of fanout's outputs with the reference implementation (the
 `ssimulacra2` package, when installed) against the manifest's score.
 
 Figures: `bytes_vs_sharp` = sharp's total bytes / fanout's (target >= 1.25, i.e. 20% fewer),
 the worst per-output score deficit against sharp (target: none more than 2 points below), and
 `auto_time_ratio` = the catalog job's render time as configured / with every "auto" preset at
-a fixed quality (its format's default), same workers, least of `--repeat` runs (target <= 2).
+the fixed quality it stands in for (its match_quality, or its format's default), same workers,
+least of `--repeat` runs (target <= 2).
 Render time is the workers' busy time: each master's decode and each distinct derivative's
 render (the manifest's decode_ms and render_ms), which a 2-worker job's wall time blurs with
 cluster start, bookkeeping and the wait on its last master (the wall-time ratio is reported
@@ -59,13 +61,19 @@ def cores() -> int:
 
 def fixed_config(root: Path) -> Path:
     """A config dir whose presets are the built-in ones with quality = "auto" (and its target)
-    taken out: each such preset at its format's default fixed quality."""
+    taken out: each such preset at the fixed quality it stands in for, its match_quality (the
+    conventional quality it looks as good as), or else its format's default."""
     presets = root / "presets"
     presets.mkdir(parents=True, exist_ok=True)
     for path in sorted((builtin_dir() / "presets").glob("*.toml")):
-        text = re.sub(r'(?m)^(quality = "auto"|target = .*|match_quality = .*)\n', "",
-                      path.read_text())
-        (presets / path.name).write_text(text)
+        tables = re.split(r"(?m)^(?=\[)", path.read_text())
+        for i, table in enumerate(tables):
+            match = re.search(r"(?m)^match_quality = (\d+)\n", table)
+            if match:
+                table = table.replace('quality = "auto"\n', f"quality = {match[1]}\n")
+            tables[i] = re.sub(r'(?m)^(quality = "auto"|target = .*|match_quality = .*)\n', "",
+                               table)
+        (presets / path.name).write_text("".join(tables))
     return root
 
 
@@ -107,6 +115,18 @@ def sharp_encode(module: Path, jobs: list[dict], out: Path) -> float:
                           text=True, check=True, env=dict(os.environ, SHARP_MODULE=str(module)))
     spec.unlink()
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+
+
+# sharp's default quality per format (benchmarks/peers/sharp_encode.cjs)
+SHARP_DEFAULT = {"jpeg": 80, "webp": 80, "avif": 50}
+
+
+def sharp_quality(spec: dict) -> int | None:
+    """The quality sharp encodes a recipe at: its fixed quality, or the conventional quality a
+    matched "auto" recipe stands in for; None where that is sharp's default (or no quality is
+    named: a plain "auto" target)."""
+    quality = spec["match_quality"] if spec["auto"] else spec["quality"]
+    return None if quality in (None, SHARP_DEFAULT.get(spec["format"])) else quality
 
 
 def _load(path: Path) -> pyvips.Image:
@@ -178,13 +198,14 @@ def measure(masters: int, oracle: int = 0, keep: Path | None = None, repeat: int
                         "max_bytes": specs[n]["max_bytes"],
                         "min_quality": specs[n]["min_quality"]}
 
-            # a recipe that fixes its quality (Amazon's q90, Instagram's q88) is encoded by
-            # sharp at that quality; "auto" recipes at sharp's defaults. The fixed ones also
-            # at sharp's default (`.default`): the secondary figure.
-            fixed = [n for n in names if not specs[n]["auto"]]
-            sharp_s = sharp_encode(sharp, [
-                job(n, None if specs[n]["auto"] else specs[n]["quality"], n) for n in names
-            ] + [job(n, None, f"{n}.default") for n in fixed], root / "sharp")
+            # a recipe that fixes its quality (Amazon's q90) is encoded by sharp at that
+            # quality, one that matches a conventional quality (Instagram's "as good as q88")
+            # at that one; the others at sharp's defaults. Those not at sharp's default also
+            # at it (`.default`): the secondary figure.
+            fixed = [n for n in names if sharp_quality(specs[n]) is not None]
+            sharp_s = sharp_encode(sharp, [job(n, sharp_quality(specs[n]), n) for n in names]
+                                   + [job(n, None, f"{n}.default") for n in fixed],
+                                   root / "sharp")
         outputs = []
 
         def one(name: str) -> dict:
@@ -245,7 +266,7 @@ def summarise(outputs: list[dict], masters: int, times: dict[str, float],
             "sharp_bytes": sharp_total, "sharp_encode_s": round(sharp_s, 2),
             "bytes_vs_sharp": round(sharp_total / ours_total, 3),
             # every output at sharp's default quality, Amazon's and Instagram's too (whose
-            # fanout files are at q90/q88, scoring well above sharp's q80)
+            # fanout files look like q90/q88, scoring well above sharp's q80)
             "bytes_vs_sharp_default_everywhere": round(
                 sum(o["sharp_default_bytes"] for o in outputs) / ours_total, 3),
             "worst_score_deficit": round(max(deficits), 2),
@@ -268,8 +289,9 @@ def write_results(report: dict) -> None:
         f"{report['outputs']} image outputs (every distinct image recipe of every built-in "
         "channel on the catalog job). Each is scored with SSIMULACRA2 against fanout's own "
         "lossless rendering of the recipe; sharp encodes that same rendering with its defaults "
-        "(JPEG q80 mozjpeg off, WebP q80, AVIF q50; a recipe that fixes its quality, Amazon's "
-        "q90 and Instagram's q88, at that quality), the recipe's progressive flag and budget.",
+        "(JPEG q80 mozjpeg off, WebP q80, AVIF q50; Amazon's fixed q90 at q90, Instagram's "
+        "\"as good as a conventional q88\" (match_quality = 88) at q88), the recipe's "
+        "progressive flag and budget.",
         "",
     ]
     if "bytes_vs_sharp" in report:
@@ -290,7 +312,7 @@ def write_results(report: dict) -> None:
             f"- bytes_vs_sharp (sharp's total / fanout's; target >= 1.25): "
             f"**{report['bytes_vs_sharp']}**",
             (f"- with sharp at its default quality for every output (Amazon's and Instagram's "
-             f"fixed-quality files too, where fanout's score well above sharp's): "
+             f"files too, where fanout's score well above sharp's): "
              f"{report['bytes_vs_sharp_default_everywhere']}"),
             f"- worst score deficit (sharp's score - fanout's, one output; target <= 2): "
             f"**{report['worst_score_deficit']}**; outputs more than 2 below: "

@@ -84,6 +84,7 @@ def recipe_spec(name: str, preset: ImagePreset) -> dict:
         "width": r.width, "height": r.height, "gravity": r.gravity, "fill_ratio": r.fill_ratio,
         "background": preset.background, "format": preset.format,
         "quality": preset.effective_quality, "auto": preset.auto,
+        "match_quality": preset.match_quality,
         "effort": preset.effective_effort,
         "progressive": preset.progressive, "max_bytes": preset.max_bytes,
         "min_quality": preset.min_quality, "keep_alpha": preset.keep_alpha,

@@ -216,8 +216,8 @@ def test_a_signal_while_rendering_exits_promptly_with_its_code(tmp_path, big_mas
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [*COMMAND, "render", str(big_masters), "--out", str(out), "--workers", "2",
-         "--scheduler", scheduler, "--channel", "amazon", "--channel", "instagram"],  # fixed
-        # quality: the first master is written soon, the other 19 keep the run going
+         "--scheduler", scheduler, "--channel", "amazon", "--channel", "instagram"],  # a few
+        # outputs a master: the first master is written soon, the other 19 keep the run going
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TMPDIR": str(scratch)},
         # SIGINT left at its default in the child (a shell's background job ignores it)

@@ -4,8 +4,8 @@ Every night is followed by the invariants of `nights.Night.night`: nothing publi
 (same bytes, or replaced by a newer good render), nothing outside OUT changed, `fanout check
 OUT` agrees with the disk, and no traceback was printed. Masters are small generated JPEGs and
 the config (channels `shop` and `mail`, see nights.py) has small presets, so a night is a
-second or two; the kill tests use the built-in email and instagram channels for a render long
-enough to be killed in the middle of.
+second or two; the kill tests use the built-in amazon channel (large files at a fixed quality)
+for a render long enough to be killed in the middle of.
 """
 
 from __future__ import annotations
@@ -268,7 +268,8 @@ def test_out_remembers_its_configuration(configured):
     # the operator forgets --config-dir: the stored one is used, nothing changes
     run = w.night(config=False, check_rc=None)
     assert set(statuses(w.out).values()) == {"skipped"}, statuses(w.out)
-    assert lines_with(run.text.lower(), "stored", "config"), f"no line about the stored config\n{run}"
+    assert lines_with(run.text.lower(), "stored", "config"), \
+        f"no line about the stored config\n{run}"
     checked = w.check(config=False)
     assert checked.rc == 0, checked
 
@@ -490,8 +491,8 @@ KILLS = [(sig, point) for point in ("early", "mid-render", "rerun mid-render")
                          ids=[f"{p}-{ {9: 'kill-9', 2: 'sigint', 15: 'sigterm'}[s]}"
                               for s, p in KILLS])
 def test_a_killed_run_then_a_normal_rerun(tmp_path, sig, point):
-    # fixed-quality channels: the kill tests time the engine's bookkeeping, not quality search
-    w = Night(tmp_path, ids=KILL_IDS, channels=["amazon", "instagram"], config=False)
+    # a fixed-quality channel: the kill tests time the engine's bookkeeping, not quality search
+    w = Night(tmp_path, ids=KILL_IDS, channels=["amazon"], config=False)
     if point == "rerun mid-render":
         w.night()
         for n, master in enumerate(KILL_IDS):
