@@ -122,8 +122,7 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
     """The same work for every contender: each distinct image recipe at a fixed quality. The
     peers cannot search a quality, so fanout renders here with every quality = "auto" preset
     at the fixed quality the peers get (its match_quality, or its format's default:
-    bytes.fixed_config); what
-    "auto" costs on top is the bytes benchmark's auto_time_ratio."""
+    bytes.fixed_config); what "auto" costs on top is the bytes benchmark's auto_time_ratio."""
     configure(1)
     listing = naive.build_catalog(naive.WORK / f"catalog-{masters}", masters)
     fixed = bytes_bench.fixed_config(peers.WORK / "catalog-fixed-config")
