@@ -100,6 +100,7 @@ def night(tmp_path_factory: pytest.TempPathFactory, config_dir: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # the night: three masters' 40 candidates each (~16 s)
 def test_widths_are_chosen_per_master_by_bytes(night):
     out = night
     assert_consistent(out)
@@ -127,6 +128,7 @@ def test_widths_are_chosen_per_master_by_bytes(night):
     assert [r["width"] for r in plain] == [1000]  # a flat image: one file serves every width
 
 
+@pytest.mark.slow  # the night: three masters' 40 candidates each (~16 s)
 def test_a_narrow_master_tops_out_at_its_own_width(night):
     rows = rows_of(night, "narrow", "gallery-jpeg")
     chosen = [r for r in rows if r["status"] == "ok"]
@@ -162,6 +164,7 @@ def test_a_rerun_keeps_the_choice_and_a_lost_file_remakes_the_set(tmp_path, conf
     assert third[lost["output"]]["sha256"] == lost["sha256"]  # the same choice, the same bytes
 
 
+@pytest.mark.slow  # the night: three masters' 40 candidates each (~16 s)
 def test_the_gallery_export_lists_the_chosen_widths(night):
     doc = json.loads(api.gallery(night, "https://cdn.example/", "json"))
     image = doc["products"][0]["images"][0]
