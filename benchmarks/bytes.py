@@ -117,16 +117,16 @@ def sharp_encode(module: Path, jobs: list[dict], out: Path) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
-# sharp's default quality per format (benchmarks/peers/sharp_encode.cjs)
+# sharp's own default quality per format (its jpeg(), webp() and avif() docs); every job hands
+# sharp_encode.cjs its quality, so this is the one copy
 SHARP_DEFAULT = {"jpeg": 80, "webp": 80, "avif": 50}
 
 
-def sharp_quality(spec: dict) -> int | None:
+def sharp_quality(spec: dict) -> int:
     """The quality sharp encodes a recipe at: its fixed quality, or the conventional quality a
-    matched "auto" recipe stands in for; None where that is sharp's default (or no quality is
-    named: a plain "auto" target)."""
+    matched "auto" recipe stands in for, or else (a plain "auto" target) sharp's default."""
     quality = spec["match_quality"] if spec["auto"] else spec["quality"]
-    return None if quality in (None, SHARP_DEFAULT.get(spec["format"])) else quality
+    return SHARP_DEFAULT[spec["format"]] if quality is None else quality
 
 
 def _load(path: Path) -> pyvips.Image:
@@ -191,7 +191,7 @@ def measure(masters: int, oracle: int = 0, keep: Path | None = None, repeat: int
         names = sorted(n for n in specs if (root / "ref" / f"{n}.png").exists())
         sharp_s = None
         if sharp is not None:
-            def job(n: str, quality: int | None, name: str) -> dict:
+            def job(n: str, quality: int, name: str) -> dict:
                 return {"input": str(root / "ref" / f"{n}.png"), "name": name,
                         "format": specs[n]["format"], "quality": quality,
                         "progressive": specs[n]["progressive"],
@@ -202,9 +202,10 @@ def measure(masters: int, oracle: int = 0, keep: Path | None = None, repeat: int
             # quality, one that matches a conventional quality (Instagram's "as good as q88")
             # at that one; the others at sharp's defaults. Those not at sharp's default also
             # at it (`.default`): the secondary figure.
-            fixed = [n for n in names if sharp_quality(specs[n]) is not None]
+            default = {n: SHARP_DEFAULT[specs[n]["format"]] for n in names}
+            fixed = [n for n in names if sharp_quality(specs[n]) != default[n]]
             sharp_s = sharp_encode(sharp, [job(n, sharp_quality(specs[n]), n) for n in names]
-                                   + [job(n, None, f"{n}.default") for n in fixed],
+                                   + [job(n, default[n], f"{n}.default") for n in fixed],
                                    root / "sharp")
         outputs = []
 

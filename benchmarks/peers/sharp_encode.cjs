@@ -3,18 +3,16 @@
 //   node sharp_encode.cjs JOBS.json OUTDIR
 //
 // JOBS.json: [{input, name, format, quality, progressive, max_bytes, min_quality}]. Each input
-// (a PNG: fanout's own lossless rendering of a recipe) is encoded as sharp does by default:
-// JPEG quality 80 (libjpeg-turbo settings, mozjpeg off, 4:2:0, optimised Huffman coding), WebP
-// quality 80 effort 4, AVIF quality 50 effort 4, unless the job names a quality (a recipe that
-// fixes one); progressive as the recipe says. Under a byte
+// (a PNG: fanout's own lossless rendering of a recipe) is encoded with sharp's default settings
+// at the job's quality (benchmarks/bytes.py names it: sharp's default quality, or the recipe's
+// own): JPEG libjpeg-turbo settings, mozjpeg off, 4:2:0, optimised Huffman coding; WebP effort
+// 4; AVIF effort 4; progressive as the recipe says. Under a byte
 // budget, the highest quality from the default down to min_quality that fits (bisection), as
 // benchmarks/peers/sharp_fanout.cjs does. Prints {"seconds": ..} as JSON.
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const sharp = require(process.env.SHARP_MODULE || "sharp");
-
-const DEFAULT_QUALITY = { jpeg: 80, webp: 80, avif: 50 };
 
 function encoder(input, o, quality) {
   const image = sharp(input);
@@ -26,7 +24,7 @@ function encoder(input, o, quality) {
 }
 
 async function encode(o) {
-  const top = o.quality || DEFAULT_QUALITY[o.format];
+  const top = o.quality;
   let data = await encoder(o.input, o, top).toBuffer();
   if (!o.max_bytes || data.length <= o.max_bytes) return data;
   let lo = o.min_quality, hi = top - 1, best = null;

@@ -299,13 +299,12 @@ def _auto(image: pyvips.Image, preset: ImagePreset, encoder: Callable[[pyvips.Im
     # below the conventional encode on the 6-master catalog (49 files; median 0.7).
     checked = small is None or (image.width * image.height <= SCORE_MAX_PIXELS
                                 and (match is None or preset.format == "jpeg"))
-    reserve = 0.0 if checked or preset.format == "jpeg" else PROXY_MATCH_RESERVE
-    target = _target(preset, pixels, ref, at, reserve)
+    proxy_alone = not checked and preset.format != "jpeg"  # a WebP or AVIF proxy decides
+    target = _target(preset, pixels, ref, at, PROXY_MATCH_RESERVE if proxy_alone else 0.0)
     known = {} if target.search_step is None else {target.search_step: target.anchor_score}
     start = scoring.hints.get(hint, START[preset.format] if match is None else match)
     quality, score = search(at, target.score, lo, hi, start, slope, tries, known)
-    if small is not None and not checked and preset.format != "jpeg" and match is not None \
-            and quality < match - PROXY_TRUST:
+    if proxy_alone and match is not None and quality < match - PROXY_TRUST:
         quality = min(hi, match)  # the proxy is out of its depth: the conventional quality
     scoring.hints[hint] = quality
     if small is None:
