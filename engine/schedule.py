@@ -67,8 +67,10 @@ def connect(scheduler: str) -> Iterator[Any]:
         return
     from distributed import Client
 
+    # It waits dask's distributed.comm.timeouts.connect (30 s unless configured, e.g. by
+    # DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s).
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except OSError as exc:
         raise ConfigError(f"--scheduler: cannot reach {scheduler}: {exc}") from None
     with client:
@@ -88,6 +90,22 @@ def _task(mp: MasterPlan, presets: dict[str, Preset], settings: JobSettings,
             return render_master(mp, presets, settings)
     except Exception as exc:  # noqa: BLE001 (render_master returns rows; this is a bug's net)
         return fail_master(mp, settings, f"render crashed: {_describe(exc)}")
+
+
+class _Opaque:
+    """A task's arguments, which dask must not walk: dask.delayed looks for dask collections in
+    every argument, into each dict, list and dataclass (a master's derivatives and previous
+    rows, every preset, every rule: 20 ms a master, the bookkeeping benchmark measured); an
+    object of a plain class it passes as it is."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple) -> None:
+        self.args = args
+
+
+def _unwrapped(opaque: _Opaque) -> list[Row]:
+    return _task(*opaque.args)
 
 
 def _describe(exc: BaseException) -> str:
@@ -246,8 +264,8 @@ def run(
             largest = max(master_footprint(mp, presets) for mp in chunk)
             at_once = max(1, min(workers, budget // max(1, largest)))
         tasks = [
-            dask.delayed(_task, pure=False, name=f"master-{start + i}")(
-                mp, presets, settings, vips_threads, gate)
+            dask.delayed(_unwrapped, pure=False, name=f"master-{start + i}")(
+                _Opaque((mp, presets, settings, vips_threads, gate)))
             for i, mp in enumerate(chunk)
         ]
         keys = {t.key for t in tasks}
