@@ -5,7 +5,8 @@
 Per N: a synthetic catalog of N tiny masters (a Parquet listing of id and path; each file a
 JPEG signature and its id, enough for the kind sniffer), a channel of 30 image outputs, and
 a previous manifest of N x 30 rows built directly with pyarrow in engine.rows.SCHEMA (as a
-run of the same plan would have left it). Three nights run against that state, each in a
+run of the same plan would have left it: each master's plan digest on its rows, the channel's
+fingerprint in the metadata, engine/quiet.py). Three nights run against that state, each in a
 fresh process so that its peak RSS is its own: nothing changed, 1% of the masters changed
 (content rewritten), 1% left the listing.
 
@@ -16,9 +17,10 @@ master's bytes changed. No output files exist: the per-output check the real job
 client make (Store.sha256 / the size of each published file) is replaced by a stub, so
 stat-ing 30 outputs per master is not measured here (the master stats are).
 
-Measured per night: peak RSS of the client process (getrusage), wall time of planning (catalog
-and plan), begin (the previous manifest, the removal guard, claiming paths), submission (the
-scheduler running every master), settling and writing (history and manifest), bytes written to
+Measured per night: peak RSS of the client process (VmHWM), wall time of planning (the tokens
+hint, the catalog, the survey of quiet masters, the plan of the others), begin (the rest of the
+previous manifest, the removal guard, claiming paths), submission (the scheduler running the
+masters that are not quiet), settling and writing (history and manifest), bytes written to
 OUT (manifest, history) and bytes of masters read. The parent stops a night whose machine runs
 short of memory (MemAvailable under --min-free-gib) and says so. The last line is one JSON
 object for the largest N.
@@ -119,16 +121,23 @@ def _hex(rng: np.random.Generator, count: int) -> pa.Array:
 
 
 def build_manifest(path: Path, root: Path, n: int, config: Path, run_id: str,
-                   started_ns: int) -> None:
-    """N x 30 rows in SCHEMA, written in batches (the generator never holds 30M rows)."""
-    from engine import manifest, masters
+                   started_ns: int, listing: Path) -> None:
+    """N x 30 rows in SCHEMA, written in batches (the generator never holds 30M rows), with
+    each master's plan digest and the channel's fingerprint, as a run would record them."""
+    from engine import api, manifest, masters, quiet
+    from engine.catalog import load_catalog
+    from engine.spec import load_config
+
     from engine.rows import SCHEMA
 
     derivatives = sample_derivatives(config)
+    cfg = load_config(config)
+    fingerprints = quiet.channel_fingerprints(cfg.select(["bench"]), cfg.presets, api.engine_id())
+    digests = [quiet.master_digest(m) for m in load_catalog(listing)]
     rng = np.random.default_rng(18)
-    meta = {manifest.META_RUN: run_id.encode()}
-    if hasattr(manifest, "META_STARTED"):
-        meta[manifest.META_STARTED] = str(started_ns).encode()
+    meta = {manifest.META_RUN: run_id.encode(),
+            manifest.META_STARTED: str(started_ns).encode(),
+            quiet.META_CHANNELS: json.dumps(fingerprints).encode()}
     schema = SCHEMA.with_metadata(meta)
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for lo in range(0, n, CHUNK):
@@ -176,6 +185,7 @@ def build_manifest(path: Path, root: Path, n: int, config: Path, run_id: str,
                 "source_height": pa.array([1000] * rows, pa.int32()),
                 "scale": pa.array(rng.random(rows), pa.float64()),
                 "encoder": each_output([f"libvips {d.format} q80" for d in derivatives]),
+                "plan_digest": each_master(digests[lo:lo + k]),
             }
             tokens = getattr(masters, "change_token_columns", lambda paths: {})(paths)
             for name, values in tokens.items():
@@ -201,7 +211,8 @@ def setup(n: int, root: Path) -> dict[str, Any]:
     left = set(range(0, n, 100))  # 1% leave the catalog
     write_listing(root / "listing-left.parquet", masters, [i for i in range(n) if i not in left])
     run_id = "20261127T010000000000Z-bench0"
-    build_manifest(root / "previous.parquet", masters, n, config, run_id, time.time_ns())
+    build_manifest(root / "previous.parquet", masters, n, config, run_id, time.time_ns(),
+                   root / "listing.parquet")
     info = {"n": n, "setup_s": round(time.perf_counter() - start, 1),
             "previous_manifest_bytes": (root / "previous.parquet").stat().st_size}
     done.write_text(json.dumps(info))
@@ -312,7 +323,7 @@ def peak_rss_kb() -> int:
 
 
 def night(root: Path, scenario: str) -> dict[str, Any]:
-    from engine import api, history, manifest, masters, schedule
+    from engine import api, history, manifest, masters, quiet, schedule
     from engine.image.decode import configure
 
     configure(1)
@@ -329,11 +340,13 @@ def night(root: Path, scenario: str) -> dict[str, Any]:
             module.outputs_stand = lambda store, table: pa.array(  # type: ignore[attr-defined]
                 [True] * table.num_rows, pa.bool_())
     api.load_catalog = _timed(phases, "catalog", api.load_catalog)
+    quiet.survey = _timed(phases, "survey", quiet.survey)
     api.build_plan = _timed(phases, "plan", api.build_plan)
     api._Night.begin = _timed(phases, "begin", api._Night.begin)
     schedule.run = _timed(phases, "submission", schedule.run)
     api._Night.commit = _timed(phases, "commit", api._Night.commit)
     manifest.write_parts = _timed(phases, "writing", manifest.write_parts)
+    quiet.write = _timed(phases, "writing", quiet.write)
     for name in ("read_known",):
         for module in (api, manifest, history):
             if hasattr(module, name):
@@ -357,9 +370,11 @@ def night(root: Path, scenario: str) -> dict[str, Any]:
     settling = phases.get("commit", 0.0) - phases.get("writing", 0.0)
     return {
         "scenario": scenario, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-        "planning_s": round(phases.get("catalog", 0) + phases.get("plan", 0)
-                            + phases.get("hints", 0), 2),
-        "begin_s": round(phases.get("begin", 0), 2),
+        # The survey (quiet.py) and the plan run inside begin: planning counts them, begin not.
+        "planning_s": round(sum(phases.get(k, 0) for k in ("hints", "catalog", "survey", "plan")),
+                            2),
+        "begin_s": round(phases.get("begin", 0) - phases.get("survey", 0)
+                         - phases.get("plan", 0), 2),
         "submission_s": round(phases.get("submission", 0), 2),
         "settling_s": round(settling, 2), "writing_s": round(phases.get("writing", 0), 2),
         "phases": {k: round(v, 2) for k, v in phases.items()},

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import history, manifest, scratch
+from . import history, manifest, quiet, scratch
 from .catalog import Master, load_catalog
 from .errors import EXIT_FAILURES, EXIT_OK, ConfigError
 from .history import RunDiff, diff
@@ -29,7 +29,7 @@ from .plan import plan as build_plan
 from .publish.feeds import Feed
 from .spec import Channel, Rules, load_config, snapshot
 from .spec.loader import Config
-from .store import Store, is_url, write_atomic
+from .store import Protected, Store, is_url, write_atomic
 
 if TYPE_CHECKING:
     from .job import JobSettings
@@ -185,15 +185,15 @@ def _refuse_out_in_catalog(catalog: str | Path, store: Store) -> None:
 
 
 def _claim_new_paths(the_plan: Plan, recorded: set[str], store: Store,
-                     masters: list[str]) -> list[str]:
+                     masters: Protected) -> list[str]:
     """The planned paths no earlier row records (`recorded`): they may hold a file fanout did
     not write, which a derivative must never overwrite (it fails instead). Returns the free
     ones, which the run may create."""
     new = {d.path for mp in the_plan.masters for d in mp.derivatives
            if d.path is not None and d.error is None and d.path not in recorded}
-    taken = store.existing(sorted(new))
-    if store.local:  # a path that is one of the catalog's masters (kept under OUT)
-        mine = set(masters)
+    taken = store.existing(sorted(new))  # a master kept under OUT among them
+    if store.local:  # a path that is a master's missing tonight (no token: named by path)
+        mine = set(masters.paths)
         taken |= {p for p in new if store.path(p) in mine}
     for mp in the_plan.masters:
         mp.derivatives = [
@@ -225,7 +225,7 @@ def render(
     max_removals: str | int | None = None,
     reset_config: bool = False,
     max_master_bytes: int | None = None,
-    on_planned: Callable[[Plan], None] | None = None,
+    on_planned: Callable[[int], None] | None = None,
     on_done: Callable[[int], None] | None = None,
     on_info: Callable[[str], None] | None = None,
     verify: bool = False,
@@ -264,9 +264,9 @@ def render(
     exclude = Path(out_store.root) if out_store.local else None
     known = None if verify or force else manifest.read_known(out_store)
     masters = load_catalog(catalog, exclude=exclude, known=known)
-    the_plan = build_plan(masters, chosen, config.presets, engine_id())
+    del known  # a million masters' tokens: not needed past the catalog
     if on_planned is not None:
-        on_planned(the_plan)
+        on_planned(len(masters))
 
     from .job import JobSettings
 
@@ -279,12 +279,12 @@ def render(
     with schedule.connect(scheduler) as client, scratch.scratch("run") as spool_dir:
         out_store.prepare()
         with out_store.exclusive():
-            night = _Night(out_store, the_plan, masters, chosen, settings, config, spool_dir,
+            night = _Night(out_store, masters, chosen, settings, config, spool_dir,
                            started_ns, verify)
             night.catalog = str(catalog) if is_url(str(catalog)) else str(Path(catalog).resolve())
             night.begin(keep_stale, allow_removals, max_removals, on_done)
             try:
-                schedule.run(night.todo, the_plan.presets, settings, scheduler, workers,
+                schedule.run(night.todo, night.plan.presets, settings, scheduler, workers,
                              on_done, info, on_rows=night.add, client=client,
                              prepare=night.prepare, memory=budget)
                 result = night.commit(keep_stale)
@@ -298,41 +298,61 @@ def render(
 class _Night:
     """One run into OUT, under its lock: what it found, what it made, and how it commits."""
 
-    def __init__(self, store: Store, the_plan: Plan, masters: list[Master],
-                 chosen: list[Channel], settings: JobSettings, config: Config,
-                 spool_dir: Path, started_ns: int | None = None, verify: bool = False) -> None:
-        self.store, self.plan, self.chosen = store, the_plan, chosen
+    def __init__(self, store: Store, masters: list[Master], chosen: list[Channel],
+                 settings: JobSettings, config: Config, spool_dir: Path,
+                 started_ns: int | None = None, verify: bool = False) -> None:
+        self.store, self.masters, self.chosen = store, masters, chosen
         self.catalog = ""  # where the masters were listed (render sets it; recorded on commit)
         self.started_ns = time.time_ns() if started_ns is None else started_ns
         self.trust_tokens = not (verify or settings.force)
-        self.todo = the_plan.masters  # the masters that need a task (begin drops unchanged ones)
         self.quiet = pa.array([], pa.string())  # masters recorded unchanged: not in the history
         self.selected = {c.name for c in chosen}
         self.settings, self.config = settings, config
-        self.protect = [m.path for m in masters if not is_url(m.path)]
+        self.protect = Protected(  # the masters: never deleted, whatever path names them
+            [m.path for m in masters if m.token is None or m.token[3] is None],
+            [m.token[3] for m in masters if m.token is not None and m.token[3] is not None])
         self.summary: dict[str, ChannelSummary] = {}
         self.failed: list[Row] = []
-        self.failing: dict[str, str] = {}  # masters none of whose derivatives stand tonight
+        self.failing: dict[str, str] = {}  # masters none of whose derivatives stands tonight
         self.committed = False
         self.spool = manifest.Spool(spool_dir)
         self.writes: list[str] | None = None  # paths this run may create, once claimed
+        self.journaled: list[str] = []  # and those it may write over (its journal: begin)
+        self.recorded: set[str] = set()  # of the paths the run looked up, those rows claim
 
     def begin(self, keep_stale: bool, allow: bool, max_removals: str | int | None,
               on_done: Callable[[int], None] | None = None) -> None:
-        """Settle what an interrupted run left, apply the removal guard, claim new paths, and
-        record at once the masters whose change token says nothing changed (no task)."""
+        """Find the quiet masters (quiet.py: recorded without a plan or a task), plan the
+        others, settle what an interrupted run left, apply the removal guard, claim new paths,
+        and record at once the masters whose change token says nothing changed (no task)."""
         store = self.store
-        self.previous, meta = manifest.read_state(store)
-        self.recorded = set(manifest.claimed_paths(self.previous).to_pylist())
-        store.sweep_temporaries()
+        meta = manifest.read_meta(store)
+        ids = engine_id()
+        self.survey = (quiet.survey(store, meta, self.masters, self.chosen, self.config.presets,
+                                    ids, history.outputs_stand)
+                       if self.trust_tokens and meta else quiet.Survey())
+        self.plan = build_plan([m for m in self.masters if m.id not in self.survey.quiet],
+                               self.chosen, self.config.presets, ids)
+        self.todo = self.plan.masters  # the masters that need a task (unchanged ones dropped)
+        interrupted = history.interrupted_paths(store)
+        rest = self._rest(interrupted)
+        self.previous = rest.table
+        store.sweep_temporaries(self._beside(interrupted))
         self.cleaned = history.finish_interrupted(
             store, manifest.meta_value(meta, manifest.META_RUN), self.recorded, self.protect)
-        self._replan_unknown_kinds()
+        if self._replan_unknown_kinds():
+            self._rest(set(), load=False)
         history.guard(history.predict_removals(self.previous, self.plan.masters, self.selected,
-                                               keep_stale),
+                                               keep_stale, self.survey.quiet_published),
                       allow, max_removals, store.location)
         self.writes = _claim_new_paths(self.plan, self.recorded, store, self.protect)
-        manifest.write_journal(store, self.settings.run_id, self.writes, [])
+        # The journal names every path the run may write: the new ones it claimed (undone if it
+        # never commits) and the recorded ones it may overwrite (kept: a row claims them), so
+        # that the next run looks for its temporaries where they can be.
+        self.journaled = sorted(set(self.writes) | (self._planned() & self.recorded))
+        manifest.write_journal(store, self.settings.run_id, self.journaled, [])
+        if on_done is not None and self.survey.quiet:
+            on_done(len(self.survey.quiet))
         if self.trust_tokens and self.previous.num_rows:
             done, rows, self.quiet = history.unchanged_masters(
                 self.previous, meta, self.plan.masters, self.selected, store,
@@ -347,14 +367,40 @@ class _Night:
                                                [mp.master.id for mp in self.todo])
                         if self.previous.num_rows else None)
 
-    def _replan_unknown_kinds(self) -> None:
+    def _planned(self) -> set[str]:
+        """The paths of the derivatives planned tonight (quiet masters' are not)."""
+        return {d.path for mp in self.plan.masters for d in mp.derivatives if d.path}
+
+    def _beside(self, also: Iterable[str] = ()) -> set[str]:
+        """Where this run (or, with `also`, an interrupted one) may have left a temporary: its
+        planned paths and OUT's own files (the manifest, the history, the configuration)."""
+        return self._planned() | set(also) | {manifest.MANIFEST_NAME,
+                                              manifest.history_path("run"),
+                                              f"{snapshot.CONFIG_DIR}/config"}
+
+    def _rest(self, also: set[str], load: bool = True) -> quiet.Rest:
+        """Read the previous rows of the masters that are not quiet (`load`), and which of
+        tonight's planned paths (and `also`) earlier rows claim; a path a quiet master's file
+        holds is not another master's to write."""
+        lookup = self._planned() | also
+        rest = quiet.rest(self.store, self.survey.quiet, self.selected, lookup, load)
+        self.recorded |= rest.recorded
+        if rest.claims:
+            for mp in self.plan.masters:
+                mp.derivatives = [
+                    replace(d, error=f"output path {d.path!r} is claimed by several "
+                            f"derivatives: {mp.master.id} ({d.output}), {rest.claims[d.path]}")
+                    if d.path in rest.claims else d for d in mp.derivatives]
+        return rest
+
+    def _replan_unknown_kinds(self) -> bool:
         """A master whose content cannot be told tonight (missing, unreadable) is planned as
         the kind it was last time, so that its derivatives fail as themselves and keep their
         last good files (rather than as image outputs it never had)."""
         unknown = {mp.master.id: i for i, mp in enumerate(self.plan.masters)
                    if mp.master.kind is None}
         if not unknown or not self.previous.num_rows:
-            return
+            return False
         known = self.previous.filter(pc.and_(
             pc.is_in(self.previous.column("master_id"),
                      value_set=pa.array(sorted(unknown), pa.string())),
@@ -366,13 +412,17 @@ class _Night:
             master = replace(self.plan.masters[i].master, kind=kind)
             self.plan.masters[i] = build_plan([master], self.chosen, self.config.presets,
                                               engine_id()).masters[0]
+        return bool(hints)
 
     def add(self, rows: list[Row]) -> None:
-        token = self.plan_tokens().get(rows[0].master_id) if rows else None
+        master = rows[0].master_id if rows else None
+        token = self.plan_tokens().get(master)
+        digest = self.digests().get(master)
         for row in rows:  # the token the catalog saw, on the rows of the bytes the job hashed
             if token is not None and row.status in history.STANDING:
                 (row.master_size, row.master_mtime_ns, row.master_ctime_ns, row.master_inode,
                  row.master_etag) = token
+                row.plan_digest = digest
         self.spool.add(rows)
         _summarise(rows, self.summary, self.failed)
         history.failing_masters(rows, self.failing)
@@ -387,10 +437,11 @@ class _Night:
             self.selected, keep_stale, self.failing, run_id, store)
         _summarise(manifest.from_table(settled.kept), self.summary, self.failed)
         removed = history.with_status(settled.stale, run_id, Status.REMOVED)
-        rows = self.spool.in_order([mp.master.id for mp in self.plan.masters])
-        manifest.write_journal(store, run_id, self.writes, settled.orphans)
-        changed = rows.filter(pc.invert(pc.is_in(rows.column("master_id"),
-                                                 value_set=self.quiet))) if len(self.quiet) else rows
+        order = [m.id for m in self.masters]
+        rows = self.spool.in_order(order)
+        manifest.write_journal(store, run_id, self.journaled, settled.orphans)
+        changed = rows.filter(pc.invert(pc.is_in(
+            rows.column("master_id"), value_set=self.quiet))) if len(self.quiet) else rows
         manifest.write_parts(  # a delta: what this run changed (manifest.META_HISTORY)
             store, manifest.history_path(run_id, manifest.PENDING_SUFFIX),
             [changed, settled.kept, settled.stale if keep_stale else removed],
@@ -400,19 +451,22 @@ class _Night:
         config_path, config_data = snapshot.encode(self.config)
         if store.read(config_path) != config_data:
             store.write(config_path, config_data)
-        manifest_path = manifest.write_parts(
-            store, manifest.MANIFEST_NAME,
-            [settled.carried, *([settled.stale] if keep_stale else []), settled.kept, rows],
-            manifest.encode_meta({manifest.META_RUN: run_id, manifest.META_CONFIG: config_path,
-                                  manifest.META_STARTED: str(self.started_ns),
-                                  manifest.META_CATALOG: self.catalog}))
+        fingerprints = quiet.channel_fingerprints(self.chosen, self.config.presets, engine_id())
+        manifest_path = quiet.write(  # the commit
+            store, manifest.encode_meta({
+                manifest.META_RUN: run_id, manifest.META_CONFIG: config_path,
+                manifest.META_STARTED: str(self.started_ns), manifest.META_CATALOG: self.catalog,
+                quiet.META_CHANNELS: json.dumps(fingerprints, sort_keys=True)}),
+            [*([settled.stale] if keep_stale else []), settled.kept], rows,
+            self.survey.quiet, self.selected, run_id, order, self.survey.in_order,
+            lambda batch: _summarise_table(batch, self.summary))
         self.committed = True
         del rows
         store.rename(manifest.history_path(run_id, manifest.PENDING_SUFFIX),
                      manifest.history_path(run_id))
         store.remove(settled.orphans, self.protect)
-        store.remove([manifest.history_path(run_id, manifest.JOURNAL_SUFFIX)])
-        store.sweep_temporaries()  # left by a worker killed mid-write (its master re-ran)
+        store.sweep_temporaries(self._beside())  # a worker killed mid-write (its master re-ran)
+        store.remove([manifest.history_path(run_id, manifest.JOURNAL_SUFFIX)])  # done: last
         return RunResult(
             run_id=run_id, out=store.location, manifest_path=manifest_path, wall_s=0.0,
             failed=self.failed,
@@ -421,11 +475,18 @@ class _Night:
             channels=dict(sorted(self.summary.items())), cleaned=self.cleaned)
 
     def plan_tokens(self) -> dict[str, Token]:
-        """master id -> the change token the catalog read (masters with one)."""
+        """master id -> the change token the catalog read (planned masters with one)."""
         if not hasattr(self, "_tokens"):
             self._tokens = {mp.master.id: mp.master.token for mp in self.plan.masters
                             if mp.master.token is not None}
         return self._tokens
+
+    def digests(self) -> dict[str, str]:
+        """master id -> its plan digest (quiet.master_digest; planned masters with one)."""
+        if not hasattr(self, "_digests"):
+            found = ((mp.master.id, quiet.master_digest(mp.master)) for mp in self.plan.masters)
+            self._digests = {m: d for m, d in found if d is not None}
+        return self._digests
 
     def undo(self) -> None:
         """A run stopped before it committed (interrupted, disk full): delete the files it
@@ -439,7 +500,7 @@ class _Night:
                               self.protect)
             self.store.remove([manifest.history_path(self.settings.run_id,
                                                      manifest.PENDING_SUFFIX)])
-            self.store.sweep_temporaries()
+            self.store.sweep_temporaries(self._beside())
         except OSError:
             pass  # the journal lets the next run finish this
 
@@ -468,22 +529,26 @@ def check(out: str | Path, config_dir: str | Path | None = None,
     """
     from .checks import check_tree
 
-    out_path, rows = _published_rows(out)
+    out_path = _manifest_folder(out)
     store = Store(out_path)
     config = _config_for(store, config_dir, reset_config, on_info or (lambda message: None))
-    checked, problems = check_tree(
-        out_path, rows, _rules(config.channels.values(), config.presets),
-        expand_ladders(config.presets))
+    rules = _rules(config.channels.values(), config.presets)
+    presets = expand_ladders(config.presets)
+    checked, problems, kept, claimed = 0, [], [], set()
+    for table in _streamed(store):  # a batch at a time: 30 million rows are never held
+        rows = manifest.from_table(table.filter(manifest.published_mask(table)))
+        done, found = check_tree(out_path, rows, rules, presets)
+        checked, problems = checked + done, problems + found
+        claimed.update(r.path for r in rows)
+        kept += [r for r in rows if r.status == Status.KEPT]
     top = [p.name for p in out_path.iterdir() if p.name not in OWN_ENTRIES]
-    unclaimed = store.files_under(top) - set(
-        manifest.claimed_paths(manifest.to_table(rows)).to_pylist())
+    unclaimed = store.files_under(top) - claimed
     interrupted = {p for journal in store.files_under([manifest.RUNS_DIR])
                    if journal.endswith(manifest.JOURNAL_SUFFIX)
                    for p in manifest.read_journal(store, journal)["write"]}
     problems += [(path, "unrecorded: written by an interrupted run; the next render removes "
                         "it") for path in sorted(unclaimed & interrupted)]
-    return CheckResult(checked, problems, sorted(unclaimed - interrupted),
-                       [r for r in rows if r.status == Status.KEPT])
+    return CheckResult(checked, problems, sorted(unclaimed - interrupted), kept)
 
 
 def recover(out: str | Path) -> tuple[int, str | None]:
@@ -522,11 +587,40 @@ def _newest_config(store: Store) -> str | None:
     return snapshots[-1] if snapshots else None
 
 
-def _published_rows(out: str | Path) -> tuple[Path, list[Row]]:
+def _manifest_folder(out: str | Path) -> Path:
     out_path = Path(out)
     if not (out_path / manifest.MANIFEST_NAME).is_file():
         raise ConfigError(f"{out_path}: no {manifest.MANIFEST_NAME}: not a fanout output folder")
-    return out_path, manifest.from_table(manifest.read_state(Store(out_path))[0])
+    return out_path
+
+
+def _streamed(store: Store) -> Iterator[pa.Table]:
+    """manifest.iter_tables; a manifest that cannot be read says how to recover it."""
+    manifest.read_meta(store)  # the footer: a truncated file stops here, with the way out
+    try:
+        yield from manifest.iter_tables(store)
+    except (pa.ArrowException, OSError, ValueError):
+        manifest.read_state(store)  # raises CorruptManifest
+        raise
+
+
+def _published_rows(out: str | Path, channels: Iterable[str] | None = None,
+                    formats: Iterable[str] = ()) -> tuple[Path, list[Row]]:
+    """OUT's manifest rows: every one, or (`channels`, `formats`) only the served rows of those
+    channels and formats, read a batch at a time so that the rest never becomes Python rows."""
+    out_path = _manifest_folder(out)
+    store = Store(out_path)
+    if channels is None:
+        return out_path, manifest.from_table(manifest.read_state(store)[0])
+    wanted = pa.array(sorted(set(channels)), pa.string())
+    kinds = pa.array(sorted(set(formats)), pa.string())
+    parts = []
+    for table in _streamed(store):
+        mask = pc.or_(pc.is_in(table.column("channel"), value_set=wanted),
+                      pc.is_in(table.column("format"), value_set=kinds))
+        parts.append(table.filter(pc.and_(manifest.published_mask(table),
+                                          pc.fill_null(mask, False))))
+    return out_path, manifest.from_table(pa.concat_tables(parts)) if parts else []
 
 
 def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
@@ -535,9 +629,10 @@ def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
     """A Google (TSV) or Meta (CSV) feed of OUT's product images; (text, feed with problems).
     Meta: one video per product (video_channel/video_output choose; default the Instagram
     feed video, else the first MP4). Google: `apparel` raises the minimum image size."""
-    from .publish.feeds import google_tsv, meta_csv, product_feed
+    from .publish.feeds import VIDEO_FORMATS, google_tsv, meta_csv, product_feed
 
-    _, rows = _published_rows(out)
+    _, rows = _published_rows(out, [channel, *([video_channel] if video_channel else [])],
+                              VIDEO_FORMATS if kind == "meta" else ())
     the_feed = product_feed(rows, channel, base_url, kind, output, video_channel=video_channel,
                             video_output=video_output, apparel=apparel)
     return (google_tsv if kind == "google" else meta_csv)(the_feed), the_feed
@@ -547,7 +642,7 @@ def amazon_export(out: str | Path, target: str | Path, channel: str = "amazon") 
     """OUT's Amazon files, named SKU.MAIN / SKU.PT01.., plus listing.csv, as a folder or .zip."""
     from .publish.feeds import amazon_package
 
-    out_path, rows = _published_rows(out)
+    out_path, rows = _published_rows(out, [channel])
     return amazon_package(rows, out_path, Path(target), channel)
 
 
@@ -611,7 +706,7 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
     from .publish.gallery import gallery as build
     from .publish.gallery import gallery_html
 
-    out_path, rows = _published_rows(out)
+    out_path, rows = _published_rows(out, [channel, video_channel])
     base = "." if base_url == "." else check_base_url(base_url)
     doc = build(rows, out_path, base, channel, video_channel)
     if fmt == "html":

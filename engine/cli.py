@@ -230,8 +230,8 @@ def _progress(enabled: bool):  # noqa: ANN202
     )
     task = bar.add_task("render", total=None)
 
-    def planned(p):  # noqa: ANN001, ANN202
-        bar.update(task, total=len(p.masters))
+    def planned(masters: int) -> None:
+        bar.update(task, total=masters)
 
     def done(n: int) -> None:
         bar.advance(task, n)

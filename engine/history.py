@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import manifest
+from . import manifest, quiet
 from .errors import ConfigError, RemovalRefused
 from .manifest import PUBLISHED, Row, Status
 from .masters import TOKEN_COLUMNS, is_racy
 from .plan import MasterPlan
-from .store import Store
+from .store import Protected, Store
 
 # The removal guard's default: a nightly catalog change removes a few percent of a store's
 # files at most (products retired), while an export that timed out or an emptied listing
@@ -52,7 +52,7 @@ def previous_index(previous: pa.Table, channels: set[str],
     if masters is not None:
         chosen = pc.and_(chosen, pc.is_in(previous.column("master_id"),
                                           value_set=pa.array(masters, pa.string())))
-    mine = previous.filter(chosen)
+    mine = previous.filter(chosen).combine_chunks()  # one chunk: each take below is cheap
     groups = (mine.append_column("_row", pa.array(range(mine.num_rows), pa.int64()))
               .group_by("master_id").aggregate([("_row", "list")]))
     where = {m: i for i, m in enumerate(groups.column("master_id").to_pylist())}
@@ -62,15 +62,9 @@ def previous_index(previous: pa.Table, channels: set[str],
         i = where.get(mp.master.id)
         if i is not None:
             rows = manifest.from_table(mine.take(lists[i].values))
-            mp.previous = _Previous({(r.channel, r.output): r for r in rows})
+            mp.previous = {(r.channel, r.output): r for r in rows}
 
     return prepare
-
-
-class _Previous(dict):
-    """A master's previous rows. Not a plain dict on purpose: dask.delayed walks the arguments
-    of a task for dask collections, into every dict and dataclass, and walking 30 rows of
-    50 fields cost 150 ms a master (the bookkeeping benchmark); a dict subclass it leaves alone."""
 
 
 # -- masters whose change token says they are the ones rendered last time ---------------------
@@ -78,7 +72,7 @@ class _Previous(dict):
 # Columns of a previous row that tonight's catalog may restate (job._with_master does the same).
 MASTER_COLUMNS = ("master_path", "master_kind", "product", "position", "role", "alt", "title",
                   "tags", "extra")
-STANDING = (Status.OK.value, Status.SKIPPED.value, Status.NOT_APPLICABLE.value)
+STANDING = quiet.STANDING
 
 
 def outputs_stand(store: Store, rows: pa.Table) -> pa.Array:
@@ -154,8 +148,8 @@ def _row_fingerprints(rows: pa.Table) -> pa.ChunkedArray:
 def _restamped(rows: pa.Table, plans: list[MasterPlan],
                run_id: str) -> tuple[pa.Table, pa.Array]:
     """Previous rows as this run's `skipped` rows (n/a rows stay n/a, with their reason), with
-    tonight's master columns (a listing may have changed a title or tags); and the ids of the
-    masters whose columns did change."""
+    tonight's master columns (a listing may have changed a title or tags) and plan digest; and
+    the ids of the masters whose columns did change."""
     masters = [mp.master for mp in plans]
     where = pc.index_in(rows.column("master_id"),
                         value_set=pa.array([m.id for m in masters], pa.string()))
@@ -167,18 +161,14 @@ def _restamped(rows: pa.Table, plans: list[MasterPlan],
         "tags": [list(m.tags) or None for m in masters],
         "extra": [m.extra or None for m in masters],
     }
-    na = pc.equal(rows.column("status"), Status.NOT_APPLICABLE.value)
-    n = rows.num_rows
     values = {
         **{name: pa.array(tonight[name], rows.schema.field(name).type).take(where)
            for name in MASTER_COLUMNS},
-        "run_id": pa.array([run_id] * n, pa.string()),
-        "status": pc.if_else(na, Status.NOT_APPLICABLE.value, Status.SKIPPED.value),
-        "error": pc.if_else(na, rows.column("error"), pa.scalar(None, pa.string())),
-        "render_ms": pa.array([0.0] * n, pa.float64()),
-        "decode_ms": pa.nulls(n, pa.float64()),
+        **quiet.skipped_columns(rows, run_id),
+        "plan_digest": pa.array([quiet.master_digest(m) for m in masters],
+                                pa.string()).take(where),
     }
-    differs = pa.array([False] * n, pa.bool_())
+    differs = pa.array([False] * rows.num_rows, pa.bool_())
     for name in MASTER_COLUMNS:
         differs = pc.or_(differs, _differs(rows.column(name), values[name]))
     restated = pc.unique(rows.column("master_id").filter(differs).combine_chunks())
@@ -210,11 +200,12 @@ class Removals:
 
 
 def predict_removals(previous: pa.Table, plans: list[MasterPlan], channels: set[str],
-                     keep_stale: bool) -> Removals:
+                     keep_stale: bool, also_published: int = 0) -> Removals:
     """What a run would delete, known before it renders: published files of the rendered
     channels that no planned derivative claims. A master that is in the catalog tonight but
     cannot be read or listed properly keeps its files (they stay as `kept`), so its rows are
-    not counted; with --keep-stale only files whose name changed go."""
+    not counted; with --keep-stale only files whose name changed go. `also_published`: the
+    published files of masters `previous` leaves out (quiet ones), which count in the whole."""
     mine = previous.filter(pc.and_(of_channels(previous, channels),
                                    manifest.published_mask(previous)))
     planned_paths = pa.array([d.path for mp in plans for d in mp.derivatives if d.path],
@@ -230,7 +221,7 @@ def predict_removals(previous: pa.Table, plans: list[MasterPlan], channels: set[
                                      False)
         gone = pc.and_(gone, still_planned)
     paths = sorted(set(mine.filter(gone).column("path").to_pylist()))
-    return Removals(paths, len(set(mine.column("path").to_pylist())))
+    return Removals(paths, len(set(mine.column("path").to_pylist())) + also_published)
 
 
 def _join(*parts: str) -> str:
@@ -353,9 +344,20 @@ def failing_masters(rows: list[Row], into: dict[str, str]) -> None:
 
 # -- interrupted runs -------------------------------------------------------------------------
 
+def interrupted_paths(store: Store) -> set[str]:
+    """Every path the journals of interrupted runs name (finish_interrupted looks them up)."""
+    out: set[str] = set()
+    for path in store.files_under([manifest.RUNS_DIR]):
+        if path.endswith(manifest.JOURNAL_SUFFIX):
+            for paths in manifest.read_journal(store, path).values():
+                out.update(paths)
+    return out
+
+
 def finish_interrupted(store: Store, committed: str | None, recorded: set[str],
-                       protect: Iterable[str]) -> int:
+                       protect: Protected | Iterable[str]) -> int:
     """Finish or undo a run that was killed (journal and pending history left in _runs/).
+    `recorded`: which of the journals' paths (interrupted_paths) a manifest row claims.
 
     If the manifest names the run, it committed: its history is kept and the files it meant to
     remove are removed. If not, the files it may have created that no manifest row records are

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,6 +88,26 @@ def read_meta(store: Store) -> dict[bytes, bytes]:
     except (pa.ArrowException, OSError, ValueError):
         read_state(store)  # raises CorruptManifest with the recovery path
         raise
+
+
+def batches(parquet: pq.ParquetFile, columns: list[str] | None = None,
+            batch_rows: int = 1 << 16) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's rows a batch at a time, one row group after the other: a single
+    iter_batches over the whole file pre-buffers every row group it has read until the end
+    (RSS grew by 1.7 GB over a 30-million-row manifest; per row group it stays flat)."""
+    for group in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group],
+                                        columns=columns, use_threads=False)
+
+
+def iter_tables(store: Store, batch_rows: int = 1 << 16) -> Iterator[pa.Table]:
+    """The manifest a batch of rows at a time (SCHEMA's columns): what reads it whole at a
+    million masters (30 million rows) streams it instead. Nothing when there is none."""
+    if store.size(MANIFEST_NAME) is None:
+        return
+    with store.fs.open(store.path(MANIFEST_NAME), "rb") as fh:
+        for batch in batches(pq.ParquetFile(fh), batch_rows=batch_rows):
+            yield conform(pa.Table.from_batches([batch]))
 
 
 def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:
@@ -269,8 +289,7 @@ def read_known(store: Store) -> Known | None:
             parquet = pq.ParquetFile(fh, read_dictionary=["run_id", "master_path"])
             if not set(columns) <= set(parquet.schema_arrow.names):
                 return None  # written before change tokens: every master is read once
-            for batch in parquet.iter_batches(batch_size=1 << 16, columns=columns,
-                                               use_threads=False):
+            for batch in batches(parquet, columns):
                 known.update(_first_per_master(pa.Table.from_batches([batch]), last))
     except (pa.ArrowException, OSError, ValueError, ConfigError):
         return None

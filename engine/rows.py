@@ -109,6 +109,10 @@ class Row:
     master_ctime_ns: Int64 = None
     master_inode: Int64 = None
     master_etag: str | None = None
+    # Everything planning read of the master and its token, as one hash (quiet.master_digest),
+    # on the rows that stand: a master whose digest, channels and rows are as the previous run
+    # left them is not planned again (quiet.py).
+    plan_digest: str | None = None
 
     @property
     def key(self) -> tuple[str, str | None, str | None]:

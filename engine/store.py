@@ -56,8 +56,33 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
 
 
+class Protected:
+    """The catalog's masters, which no cleanup may delete, whatever path names them (a master
+    kept under OUT, or reached by a link): locally by inode, from the change token the catalog
+    already stat-ed, and, for a master without one, by its resolved path, resolved only when a
+    removal asks (resolving a million masters' paths on every run took minutes)."""
+
+    def __init__(self, paths: Iterable[str] = (), inodes: Iterable[int] = ()) -> None:
+        self.paths = list(paths)
+        self.inodes = frozenset(inodes)
+        self._resolved: set[str] | None = None
+
+    def holds(self, target: str) -> bool:
+        if "://" in target:  # an object store: no links, no inodes; the same URL or not
+            return target in set(self.paths)
+        try:
+            if os.stat(target).st_ino in self.inodes:
+                return True
+        except OSError:
+            pass
+        if self._resolved is None:
+            self._resolved = {os.path.realpath(p) for p in self.paths if "://" not in p}
+        return os.path.realpath(target) in self._resolved
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside the target, then rename: readers never see a partial file."""
+    """Write to a temporary name beside the target, then rename: readers never see a partial
+    file."""
     _atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
@@ -239,25 +264,26 @@ class Store:
         return {posixpath.relpath(path, self.root)
                 for folder in folders for path in self._walk(folder)}
 
-    def remove(self, relative_paths: Iterable[str], protect: Iterable[str] = ()) -> int:
+    def remove(self, relative_paths: Iterable[str],
+               protect: Protected | Iterable[str] = ()) -> int:
         """Delete files fanout wrote that no longer belong, and local folders left empty.
 
-        Only regular files are deleted, never through or at a symbolic link, never a path in
+        Only regular files are deleted, never through or at a symbolic link, never one of
         `protect` (the catalog's masters). Returns how many files were deleted.
         """
-        keep = {os.path.realpath(p) for p in protect} if self.local else set(protect)
+        keep = protect if isinstance(protect, Protected) else Protected(protect)
         count = 0
         for relative in relative_paths:
             target = self.path(relative)
             if self.unsafe(relative) is not None:
                 continue
             if self.local:  # a master may be named by another spelling of its path
-                if os.path.realpath(target) in keep or self.size(relative) is None:
+                if self.size(relative) is None or keep.holds(target):
                     continue
                 os.unlink(target)
                 self._prune(Path(target).parent)
             else:
-                if target in keep or not self.fs.isfile(target):
+                if keep.holds(target) or not self.fs.isfile(target):
                     continue
                 self.fs.rm_file(target)
             count += 1
@@ -272,18 +298,30 @@ class Store:
                 return
             folder = folder.parent
 
-    def sweep_temporaries(self) -> int:
+    def sweep_temporaries(self, beside: Iterable[str] | None = None) -> int:
         """Remove temporary files a killed run left behind (local OUT only; PUTs leave none).
 
-        Only fanout's own temporary names, and never below a link."""
+        Only fanout's own temporary names, never below a link. `beside`: the paths a run wrote
+        or may have written; a temporary is made beside its target, so only their folders (and
+        OUT's own: the manifest, the history) are looked at; a million masters' folders are not
+        walked on a night that wrote to none of them. None: the whole tree."""
         if not self.local:
             return 0
+        if beside is None:
+            folders: Iterable[str] = (dirpath for dirpath, _, _ in os.walk(self.root))
+        else:
+            wanted = {posixpath.dirname(p) for p in beside} | {"", "_runs"}
+            folders = (self.path(f) if f else self.root for f in sorted(wanted)
+                       if not f or self.unsafe(f) is None)
         count = 0
-        for dirpath, _, filenames in os.walk(self.root):
-            for name in filenames:
-                path = f"{dirpath}/{name}"
-                if TMP_NAME.match(name) and not _is_link(path):
-                    os.unlink(path)
+        for folder in folders:
+            try:
+                names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                if TMP_NAME.match(name):
+                    os.unlink(f"{folder}/{name}")
                     count += 1
         return count
 

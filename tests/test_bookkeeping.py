@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import problem_images as P
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -317,3 +318,189 @@ def test_diff_reads_the_deltas_when_the_manifest_is_corrupt(night):
     change = api.diff(out)
     assert change.unchanged == history_file(out, change.older).num_rows > 0
     assert not (change.added or change.rerendered or change.removed or change.failed)
+
+
+# -- quiet masters: not planned, not submitted, not held (engine/quiet.py) -----------------------
+
+@pytest.fixture()
+def spied(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """What each run planned and submitted: the masters handed to the planner, and to Dask."""
+    from engine import schedule
+
+    seen: dict[str, list] = {"planned": [], "submitted": []}
+    real_plan, real_run = api.build_plan, schedule.run
+
+    def planned(masters_, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["planned"].append(sorted(m.id for m in masters_))
+        return real_plan(masters_, *args, **kwargs)
+
+    def submitted(plans, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["submitted"].append(sorted(mp.master.id for mp in plans))
+        return real_run(plans, *args, **kwargs)
+
+    monkeypatch.setattr(api, "build_plan", planned)
+    monkeypatch.setattr(schedule, "run", submitted)
+    return seen
+
+
+def test_a_no_change_night_plans_and_submits_nothing(night, spied, counted):
+    folder, out = night
+    before = read(out).to_pylist()
+    assert all(r["plan_digest"] for r in before)  # every standing row records its digest
+    for _ in range(2):  # and the night after, from the rows the quiet night restamped
+        again = api.render(folder, out, channels=CHANNELS)
+        assert spied["planned"][-1] == [] and spied["submitted"][-1] == []
+        assert counted == {}
+        after = read(out).to_pylist()
+        assert [r["master_id"] for r in after] == [r["master_id"] for r in before]
+        assert {r["status"] for r in after} == {"skipped"}
+        assert {r["run_id"] for r in after} == {again.run_id}
+        for old, new in zip(before, after, strict=True):
+            same = ("path", "sha256", "bytes", "width", "height", "plan_digest", "master_mtime_ns")
+            assert [old[c] for c in same] == [new[c] for c in same]
+        assert again.skipped == len(before) and again.exit_code == 0
+        assert history_file(out, again.run_id).num_rows == 0  # a run record, no rows
+    assert_consistent(out)
+
+
+def write_listing(path: Path, folder: Path, rows: list[tuple[str, str]]) -> None:
+    """A CSV listing of (id, title), each master in `folder` as <id>.tif."""
+    lines = ["id,path,product,title"] + [f"{i},{folder / f'{i}.tif'},P{i},{t}" for i, t in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def listed(tmp_path: Path) -> tuple[Path, Path, Path]:
+    folder = tmp_path / "masters"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        write_master(folder / f"{name}.tif", flip=name == "b")
+    backdate(folder)
+    listing = tmp_path / "catalog.csv"
+    write_listing(listing, folder, [("a", "A"), ("b", "B"), ("c", "C")])
+    out = tmp_path / "out"
+    assert api.render(listing, out, channels=CHANNELS).exit_code == 0
+    return listing, folder, out
+
+
+def test_a_listing_edit_plans_that_master_alone_and_restates_its_rows(listed, spied, counted):
+    listing, folder, out = listed
+    write_listing(listing, folder, [("a", "A"), ("b", "B renamed"), ("c", "C")])
+    again = api.render(listing, out, channels=CHANNELS)
+    assert spied["planned"][-1] == ["b"]
+    assert set(counted) == {str(listing)}  # the listing read, no master: b's token is the same
+    rows = read(out).to_pylist()
+    assert {r["status"] for r in rows} == {"skipped"}
+    assert {r["title"] for r in rows if r["master_id"] == "b"} == {"B renamed"}
+    assert {r["master_id"] for r in history_file(out, again.run_id).to_pylist()} == {"b"}
+    api.render(listing, out, channels=CHANNELS)
+    assert spied["planned"][-1] == []  # restated with its new digest: quiet again
+
+
+def test_a_reordered_listing_reorders_the_manifest(listed, spied):
+    listing, folder, out = listed
+    write_listing(listing, folder, [("c", "C"), ("a", "A"), ("b", "B")])
+    api.render(listing, out, channels=CHANNELS)
+    assert spied["planned"][-1] == []
+    ids = [r["master_id"] for r in read(out).to_pylist()]
+    assert list(dict.fromkeys(ids)) == ["c", "a", "b"]  # catalog order: the gallery's order
+
+
+def test_an_edited_channel_makes_no_master_quiet(listed, spied, tmp_path):
+    listing, _, out = listed
+    cfg = tmp_path / "cfg" / "presets"
+    cfg.mkdir(parents=True)
+    (cfg / "email.toml").write_text(
+        '[email-600]\nresize = { width = 600, fit = "fit" }\nformat = "jpeg"\nquality = 70\n'
+        "max_bytes = 60000\n")
+    again = api.render(listing, out, channels=CHANNELS, config_dir=tmp_path / "cfg")
+    assert spied["planned"][-1] == ["a", "b", "c"]
+    assert {k for k, v in statuses(again).items() if v == "ok"} == {(m, "w600") for m in "abc"}
+
+
+def test_a_new_master_cannot_take_a_quiet_masters_file(tmp_path, spied):
+    """Two masters named to one file: the one already serving it keeps it, untouched."""
+    folder = tmp_path / "masters"
+    folder.mkdir()
+    for name in ("a", "b"):
+        write_master(folder / f"{name}.tif", flip=name == "b")
+    backdate(folder)
+    cfg = tmp_path / "cfg"
+    (cfg / "channels").mkdir(parents=True)
+    (cfg / "presets").mkdir()
+    (cfg / "presets" / "one.toml").write_text(
+        '[one-200]\nresize = { width = 200, fit = "fit" }\nformat = "jpeg"\nquality = 80\n')
+    (cfg / "channels" / "one.toml").write_text(
+        'name = "one"\n[[outputs]]\nname = "main"\npreset = "one-200"\npath = "{product}.{ext}"\n')
+    listing = tmp_path / "catalog.csv"
+    listing.write_text(f"id,path,product\na,{folder / 'a.tif'},P\n")
+    assert api.render(listing, tmp_path / "out", channels=["one"], config_dir=cfg).exit_code == 0
+    served = (tmp_path / "out" / "one" / "P.jpg").read_bytes()
+    listing.write_text(f"id,path,product\na,{folder / 'a.tif'},P\nb,{folder / 'b.tif'},P\n")
+    again = api.render(listing, tmp_path / "out", channels=["one"], config_dir=cfg)
+    assert spied["planned"][-1] == ["b"]
+    assert again.exit_code != 0
+    assert [f.master_id for f in again.failed] == ["b"]
+    assert "claimed by several derivatives" in (again.failed[0].error or "")
+    assert (tmp_path / "out" / "one" / "P.jpg").read_bytes() == served
+    assert statuses(again)[("a", "main")] == "skipped"
+
+
+def test_tonights_rows_merge_into_the_earlier_ones_by_catalog_place():
+    from engine.quiet import _merged
+
+    def table(ks: list[int]) -> pa.Table:
+        return pa.table({"k": pa.array(ks, pa.int64())})
+
+    earlier = [(table([0, 0, 2]), np.array([0, 0, 2])), (table([2, -1, 5]), np.array([2, -1, 5]))]
+    tonight = [1, 3, 4, 6]
+    got = pa.concat_tables(_merged(iter(earlier), table(tonight), np.array(tonight), True))
+    assert got.column("k").to_pylist() == [0, 0, 1, 2, 2, -1, 3, 4, 5, 6]
+    unordered = [(table([3, 0]), np.array([3, 0]))]
+    got = pa.concat_tables(_merged(iter(unordered), table([1, 2]), np.array([1, 2]), False))
+    assert got.column("k").to_pylist() == [0, 1, 2, 3]
+
+
+def test_a_killed_runs_temporary_beside_a_quiet_masters_file_is_swept(night, spied):
+    """A run killed while it overwrote a file leaves a temporary beside it; its journal names
+    the file, so the next night looks there, although that master is quiet tonight."""
+    from engine import manifest
+    from engine.store import Store
+
+    folder, out = night
+    served = next(r["path"] for r in read(out).to_pylist() if r["master_id"] == "a")
+    manifest.write_journal(Store(out), "20260101T000000000000Z-dead00", [served], [])
+    temporary = (out / served).parent / f".{Path(served).name}.0123456789ab.tmp"
+    temporary.write_bytes(b"half a file")
+    again = api.render(folder, out, channels=CHANNELS)
+    assert spied["planned"][-1] == [] and {r.status for r in again.rows} == {"skipped"}
+    assert not temporary.exists() and (out / served).exists()
+    assert not list((out / "_runs").glob("*.journal.parquet"))
+    assert_consistent(out)
+
+
+def test_check_and_exports_turn_only_the_rows_they_need_into_python(night, monkeypatch):
+    """A manifest with 20,000 more rows that are not served: check converts only served rows,
+    and an export of one channel only that channel's."""
+    from engine import manifest
+
+    folder, out = night
+    table = read(out)
+    meta = pq.read_schema(out / "manifest.parquet").metadata
+    n = 20_000
+    others = {c: pa.nulls(n, table.schema.field(c).type) for c in table.column_names}
+    others.update(master_id=pa.array([f"x{i}" for i in range(n)]),
+                  channel=pa.array(["other"] * n), output=pa.array(["o"] * n),
+                  status=pa.array(["failed"] * n), run_id=table.column("run_id")[0:1].take(
+                      pa.array([0] * n)).combine_chunks())
+    grown = pa.concat_tables([table, pa.table(others, schema=table.schema)])
+    pq.write_table(grown.replace_schema_metadata(meta), out / "manifest.parquet")
+    sizes: list[int] = []
+    real = manifest.from_table
+    monkeypatch.setattr(manifest, "from_table", lambda t: sizes.append(t.num_rows) or real(t))
+    result = api.check(out)
+    assert result.checked == table.num_rows and not result.problems
+    assert sizes and max(sizes) <= table.num_rows
+    sizes.clear()
+    _, rows = api._published_rows(out, ["email"])
+    assert len(rows) == table.num_rows and sizes == [table.num_rows]

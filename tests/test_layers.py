@@ -11,7 +11,7 @@ ENGINE = Path(__file__).resolve().parents[1] / "engine"
 LAYERS = [
     ["cli", "api", "__init__", "__main__", "demo"],
     ["publish"],
-    ["plan", "job", "history", "schedule"],
+    ["plan", "job", "history", "quiet", "schedule"],
     ["rules", "checks", "footprint"],
     ["image", "video"],
     ["store", "manifest", "catalog", "masters", "scratch"],

@@ -214,14 +214,14 @@ def test_an_uncommitted_run_leaves_no_history_and_is_undone(published, monkeypat
     before = served(out)
     P.scene(500, 300).jpegsave(str(masters / "g.jpg"), Q=90)
     listing.write_text(listing.read_text() + "g,g.jpg\n")
-    real = manifest.write_parts
+    real = Store.write_file
 
-    def full_disk(store, relative, parts, metadata=None):  # noqa: ANN001, ANN202
-        if relative == manifest.MANIFEST_NAME:
+    def full_disk(store, relative, local):  # noqa: ANN001, ANN202
+        if relative == manifest.MANIFEST_NAME:  # the commit: the new manifest in place
             raise OSError(28, "No space left on device", store.path(relative))
-        return real(store, relative, parts, metadata)
+        return real(store, relative, local)
 
-    monkeypatch.setattr(manifest, "write_parts", full_disk)
+    monkeypatch.setattr(Store, "write_file", full_disk)
     with pytest.raises(OSError, match="No space left"):
         api.render(listing, out, channels=CHANNELS)
     monkeypatch.undo()
@@ -324,9 +324,13 @@ def test_scratch_folders_of_a_killed_process_are_removed(published, tmp_path, mo
 
 @pytest.mark.slow
 def test_an_unreachable_scheduler_leaves_no_out(tmp_path: Path):
+    import dask
+
     listing = write_listing(tmp_path / "masters", ["a"])
     out = tmp_path / "out"
-    with pytest.raises(ConfigError, match="cannot reach"):
+    # How long a run waits for the scheduler is dask's own setting (30 s unless configured).
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(
+            ConfigError, match="cannot reach"):
         api.render(listing, out, channels=CHANNELS, scheduler="tcp://127.0.0.1:9")
     assert not out.exists()
 
