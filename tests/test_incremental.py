@@ -22,6 +22,21 @@ from engine.errors import ConfigError
 CHANNELS = ["email", "instagram"]
 # Each test renders five masters through email's quality searches first (~3.5 s): slow set.
 pytestmark = pytest.mark.slow
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
+
+def fixed_config(root: Path, email: str = "") -> Path:
+    """A configuration over the built-in one: Instagram's product presets at a fixed quality
+    88 (built in, they search for the quality that matches 88: most of a night's time here),
+    and `email`, an edit of email's presets."""
+    (root / "presets").mkdir(parents=True, exist_ok=True)
+    text = (PRESETS / "instagram.toml").read_text()
+    products = text[text.index("[ig-product-feed-square]"):text.index("# Video")]
+    (root / "presets" / "instagram.toml").write_text(
+        products.replace('quality = "auto"\nmatch_quality = 88', "quality = 88"))
+    if email:
+        (root / "presets" / "email.toml").write_text(email)
+    return root
 
 
 def write_masters(folder: Path, names: list[str], variant: int = 0) -> None:
@@ -41,19 +56,18 @@ def statuses(result: api.RunResult) -> dict[tuple[str, str], str]:
 def night(tmp_path: Path):
     masters = tmp_path / "masters"
     write_masters(masters, ["a", "b", "c", "d", "e"])
-    out = tmp_path / "out"
-    first = api.render(masters, out, channels=CHANNELS)
+    out = tmp_path / "out"  # OUT keeps this configuration: every later run uses it
+    first = api.render(masters, out, channels=CHANNELS, config_dir=fixed_config(tmp_path / "c0"))
     assert {r["status"] for r in first.rows} == {"ok"} and len(first.rows) == 30
+    assert {r["quality"] for r in first.rows if r["channel"] == "instagram"} == {88}
     return masters, out, tmp_path
 
 
 def test_a_scripted_night_rerenders_exactly_what_changed(night):
     masters, out, tmp = night
-    cfg = tmp / "cfg" / "presets"
-    cfg.mkdir(parents=True)
-    (cfg / "email.toml").write_text(  # edit one preset: email-600 at another quality
+    fixed_config(tmp / "cfg", email=(  # edit one preset: email-600 at another quality
         '[email-600]\nresize = { width = 600, fit = "fit" }\nformat = "jpeg"\nquality = 70\n'
-        "max_bytes = 60000\n")
+        "max_bytes = 60000\n"))
     write_masters(masters, ["b", "c"], variant=1)  # replace two masters
     (masters / "e.jpg").unlink()  # delete one
     deleted_files = [r["path"] for r in read(out).to_pylist() if r["master_id"] == "e"]

@@ -27,13 +27,13 @@ def digests(result: api.RunResult) -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def threads_run(small_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> api.RunResult:
     return api.render(small_catalog, tmp_path_factory.mktemp("threads") / "out",
-                      channels=["email", "instagram"])
+                      channels=["email"])  # 8 searched derivatives: enough to differ
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "processes"])
 def test_local_schedulers_match_threads(small_catalog, threads_run, tmp_path, scheduler):
     threads = threads_run
-    other = api.render(small_catalog, tmp_path / scheduler, channels=["email", "instagram"],
+    other = api.render(small_catalog, tmp_path / scheduler, channels=["email"],
                        scheduler=scheduler, workers=2)
     assert digests(threads) == digests(other)
     assert [r["master_id"] for r in threads.rows] == sorted(r["master_id"] for r in threads.rows)
