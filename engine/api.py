@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from .masters import Token
 from .plan import Derivative, Plan, expand_ladders, ladder_names
 from .plan import plan as build_plan
 from .publish.feeds import Feed
+from .rows import TableRows
 from .spec import Channel, Rules, load_config, snapshot
 from .spec.loader import Config
 from .store import Protected, Store, is_url, write_atomic
@@ -76,7 +77,8 @@ class RunResult:
     manifest_path: str
     wall_s: float
     failed: list[Row] = field(default_factory=list)  # this run's failed and kept rows
-    removed: list[Row] = field(default_factory=list)  # stale rows whose files were deleted
+    # stale rows whose files were deleted (a TableRows: Row objects only as they are read)
+    removed: Sequence[Row] = field(default_factory=list)
     kept_stale: int = 0
     channels: dict[str, ChannelSummary] = field(default_factory=dict)
     cleaned: int = 0  # files an interrupted run had created, removed before this one
@@ -470,7 +472,7 @@ class _Night:
         return RunResult(
             run_id=run_id, out=store.location, manifest_path=manifest_path, wall_s=0.0,
             failed=self.failed,
-            removed=[] if keep_stale else manifest.from_table(settled.stale),
+            removed=[] if keep_stale else TableRows(settled.stale),
             kept_stale=settled.stale.num_rows if keep_stale else 0,
             channels=dict(sorted(self.summary.items())), cleaned=self.cleaned)
 

@@ -247,8 +247,6 @@ class _Order:
             self.last = int(k[-1])
 
 
-
-
 # -- the rest: what the run loads -----------------------------------------------------------
 
 @dataclass

@@ -65,13 +65,18 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return reads
 
 
-@pytest.fixture()
-def night(tmp_path: Path) -> tuple[Path, Path]:
-    folder = tmp_path / "masters"
+def three_masters(folder: Path) -> Path:
+    """a, b (b flipped) and c, as TIFFs written long before the run."""
     folder.mkdir()
     for name in ("a", "b", "c"):
         write_master(folder / f"{name}.tif", flip=name == "b")
     backdate(folder)
+    return folder
+
+
+@pytest.fixture()
+def night(tmp_path: Path) -> tuple[Path, Path]:
+    folder = three_masters(tmp_path / "masters")
     out = tmp_path / "out"
     first = api.render(folder, out, channels=CHANNELS)
     assert first.exit_code == 0 and {r.status for r in first.rows} == {"ok"}
@@ -371,11 +376,7 @@ def write_listing(path: Path, folder: Path, rows: list[tuple[str, str]]) -> None
 
 @pytest.fixture()
 def listed(tmp_path: Path) -> tuple[Path, Path, Path]:
-    folder = tmp_path / "masters"
-    folder.mkdir()
-    for name in ("a", "b", "c"):
-        write_master(folder / f"{name}.tif", flip=name == "b")
-    backdate(folder)
+    folder = three_masters(tmp_path / "masters")
     listing = tmp_path / "catalog.csv"
     write_listing(listing, folder, [("a", "A"), ("b", "B"), ("c", "C")])
     out = tmp_path / "out"
