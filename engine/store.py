@@ -67,9 +67,9 @@ class Protected:
         self.inodes = frozenset(inodes)
         self._resolved: set[str] | None = None
 
-    def holds(self, target: str) -> bool:
-        if "://" in target:  # an object store: no links, no inodes; the same URL or not
-            return target in set(self.paths)
+    def holds(self, target: str, local: bool = True) -> bool:
+        if not local:  # an object store: no links, no inodes; the same object or not
+            return target.split("://", 1)[-1] in {p.split("://", 1)[-1] for p in self.paths}
         try:
             if os.stat(target).st_ino in self.inodes:
                 return True
@@ -283,7 +283,7 @@ class Store:
                 os.unlink(target)
                 self._prune(Path(target).parent)
             else:
-                if keep.holds(target) or not self.fs.isfile(target):
+                if keep.holds(target, local=False) or not self.fs.isfile(target):
                     continue
                 self.fs.rm_file(target)
             count += 1
