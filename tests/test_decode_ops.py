@@ -178,6 +178,7 @@ def test_helpers_load_is_strict(tmp_path):
         load(path).avg()
 
 
+@pytest.mark.slow  # ~10 s: the default subset is kept under 5 minutes on 2 cores
 def test_extreme_aspect_masters_fill_without_a_giant_intermediate():
     """A 3x1000 strip covering a 9:16 frame would be 1080x360000 pixels if resized whole."""
     import pyvips

@@ -151,6 +151,7 @@ def test_amazon_is_pure_white_with_the_product_filling_85_percent(tmp_path):
         assert max(x1 - x0, y1 - y0) <= 0.9 * 2000
 
 
+@pytest.mark.slow  # ~10 s: the default subset is kept under 5 minutes on 2 cores
 def test_a_recipe_shared_by_two_channels_renders_once_and_lands_twice(tmp_path, problem_folder):
     cfg = tmp_path / "cfg"
     (cfg / "channels").mkdir(parents=True)
