@@ -66,10 +66,11 @@ class Protected:
         self.paths = list(paths)
         self.inodes = frozenset(inodes)
         self._resolved: set[str] | None = None
+        self._objects = {p.split("://", 1)[-1] for p in self.paths}
 
     def holds(self, target: str, local: bool = True) -> bool:
         if not local:  # an object store: no links, no inodes; the same object or not
-            return target.split("://", 1)[-1] in {p.split("://", 1)[-1] for p in self.paths}
+            return target.split("://", 1)[-1] in self._objects
         try:
             if os.stat(target).st_ino in self.inodes:
                 return True
@@ -298,30 +299,27 @@ class Store:
                 return
             folder = folder.parent
 
-    def sweep_temporaries(self, beside: Iterable[str] | None = None) -> int:
+    def sweep_temporaries(self, beside: Iterable[str]) -> int:
         """Remove temporary files a killed run left behind (local OUT only; PUTs leave none).
 
-        Only fanout's own temporary names, never below a link. `beside`: the paths a run wrote
-        or may have written; a temporary is made beside its target, so only their folders (and
-        OUT's own: the manifest, the history) are looked at; a million masters' folders are not
-        walked on a night that wrote to none of them. None: the whole tree."""
+        Only fanout's own temporary names, only regular files, never in or below a link.
+        `beside`: the paths a run wrote or may have written (OUT's own files among them); a
+        temporary is made beside its target, so only their folders are looked at: a million
+        masters' folders are not walked on a night that wrote to none of them."""
         if not self.local:
             return 0
-        if beside is None:
-            folders: Iterable[str] = (dirpath for dirpath, _, _ in os.walk(self.root))
-        else:
-            wanted = {posixpath.dirname(p) for p in beside} | {"", "_runs"}
-            folders = (self.path(f) if f else self.root for f in sorted(wanted)
-                       if not f or self.unsafe(f) is None)
         count = 0
-        for folder in folders:
+        for folder in sorted({posixpath.dirname(p) for p in beside}):
+            if folder and self.unsafe(folder) is not None:
+                continue
+            where = self.path(folder) if folder else self.root
             try:
-                names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+                names = [e.name for e in os.scandir(where) if e.is_file(follow_symlinks=False)]
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for name in names:
                 if TMP_NAME.match(name):
-                    os.unlink(f"{folder}/{name}")
+                    os.unlink(f"{where}/{name}")
                     count += 1
         return count
 

@@ -505,3 +505,28 @@ def test_check_and_exports_turn_only_the_rows_they_need_into_python(night, monke
     sizes.clear()
     _, rows = api._published_rows(out, ["email"])
     assert len(rows) == table.num_rows and sizes == [table.num_rows]
+
+
+def test_the_sweep_never_reaches_through_a_link_or_past_fanouts_own_names(night, tmp_path):
+    """A journal naming a path behind a symlinked folder: the temporary-looking file out there
+    stays; beside a real folder's file only fanout's own temporary name goes, a look-alike
+    foreign file stays."""
+    from engine import manifest
+    from engine.store import Store
+
+    folder, out = night
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = elsewhere / ".x.jpg.0123456789ab.tmp"
+    outside.write_bytes(b"not fanout's")
+    (out / "linked").symlink_to(elsewhere)
+    served = next(r["path"] for r in read(out).to_pylist() if r["master_id"] == "a")
+    manifest.write_journal(Store(out), "20260101T000000000000Z-dead01",
+                           ["linked/x.jpg", served], [])
+    own = (out / served).parent / f".{Path(served).name}.0123456789ab.tmp"
+    own.write_bytes(b"half a file")
+    foreign = (out / served).parent / f".{Path(served).name}.tmp"  # not fanout's pattern
+    foreign.write_bytes(b"someone's")
+    assert api.render(folder, out, channels=CHANNELS).exit_code == 0
+    assert outside.read_bytes() == b"not fanout's" and foreign.exists() and not own.exists()
+    assert (out / served).exists()
