@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import problem_images as P
 import pytest
+import pyvips
 from helpers import distance, load, mean_colour
 
 from engine.errors import MasterError
@@ -204,3 +205,42 @@ def test_fill_crops_the_window_first_and_matches_resize_then_crop(tmp_path):
     reference = cover.crop(50, 0, 200, 200)
     diff = (image.cast("float") - reference.cast("float")).abs()
     assert diff.avg() < 2.0
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_master_read_once_streams_and_renders_the_same_bytes(tmp_path, orientation):
+    """One derivative reads the master once: it is decoded as the resize pulls pixels, with no
+    copy in memory (a turned master is still copied: rotation reads out of order). Its file is
+    byte for byte the one the in-memory path makes beside another recipe."""
+    data = P.write_oriented(tmp_path, orientation).read_bytes()
+    preset = ImagePreset(resize=Resize(width=240, height=150, fit="fill"), format="jpeg",
+                         quality=80)
+    other = ImagePreset(resize=Resize(width=100), format="png")
+    alone, _ = render_all(data, {"x": preset})
+    shared, _ = render_all(data, {"x": preset, "y": other})
+    assert alone["x"].data == shared["x"].data
+    image = pyvips.Image.new_from_buffer(alone["x"].data, "")
+    assert (image.width, image.height) == (240, 150)
+    assert_upright_scene(image)
+    header = dec.probe(data)
+    assert dec.decode(data, header, 0.5, once=True).streamed == (orientation == 1)
+    assert not dec.decode(data, header, 0.5).streamed
+
+
+@pytest.mark.parametrize("update", [
+    {"trim": {"threshold": 10}}, {"quality": "auto"}, {"max_bytes": 5000},
+    {"resize": {"width": 240, "height": 150, "fit": "fill", "gravity": "attention"}},
+])
+def test_a_recipe_that_reads_its_pixels_twice_keeps_the_decoded_copy(tmp_path, update):
+    """A trim scans then cuts, attention analyses then cuts, a quality search or a byte budget
+    encode again: the master must be in memory, not streamed (a second sequential read of a
+    JPEG fails). Rendered at the master's own size, where nothing else copies it."""
+    from engine.image.render import reads_once
+
+    data = P.write_oriented(tmp_path, 1).read_bytes()
+    preset = ImagePreset.model_validate(
+        {"resize": {"width": 480, "height": 320, "fit": "fill"}, "format": "jpeg", **update})
+    assert not reads_once(preset)
+    done, _ = render_all(data, {"x": preset})
+    assert not isinstance(done["x"], MasterError), done["x"]
+    assert (done["x"].width, done["x"].height) != (0, 0)

@@ -59,12 +59,14 @@ def configure(concurrency: int | None = None) -> None:
 
 @dataclass
 class Decoded:
-    """A master in memory: upright, 8-bit sRGB (alpha kept), at `scale` of its oriented size."""
+    """A master in memory: upright, 8-bit sRGB (alpha kept), at `scale` of its oriented size.
+    `streamed`: not in memory but decoded as its one reader pulls pixels (decode(once=True))."""
 
     image: pyvips.Image
     width: int  # oriented size of the master itself (before shrink-on-load)
     height: int
     scale: float
+    streamed: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,15 @@ def _heif_header(data: bytes, max_pixels: int) -> Header:
     return Header(loader=HEIF, width=found.width, height=found.height, max_pixels=max_pixels)
 
 
-def decode(data: bytes, header: Header, scale: float) -> Decoded:
+def decode(data: bytes, header: Header, scale: float, once: bool = False) -> Decoded:
     """Load at (at least) `scale` of the master's size and bring it into memory, upright and sRGB.
-    An SVG is drawn at `scale` (which may be above 1) and becomes a master of the raster's size."""
+    An SVG is drawn at `scale` (which may be above 1) and becomes a master of the raster's size.
+
+    `once`: the caller reads the pixels once, in order (one derivative, no trim or attention
+    pass). The decoded copy would then be written and read back for nothing (10% of sharp's
+    benchmark task on 2 cores, in memory traffic): a JPEG, PNG, WebP... stays streamed and
+    decodes as the derivative is made (errors in the pixels surface there). An image that
+    needs turning is still copied (rotation reads out of order), as are HEIF and SVG."""
     if header.loader == SVG:
         assert header.vector is not None
         raster = svg.rasterise(data, header.vector, scale, header.max_pixels)
@@ -155,13 +163,17 @@ def decode(data: bytes, header: Header, scale: float) -> Decoded:
             image = pyvips.Image.new_from_buffer(data, "", **options)
         # Colour first: it streams, so the sequential read stays in order. Rotating needs random
         # access, which the in-memory copy gives for free.
-        image = ops.to_srgb(image).copy_memory()
-        if image.get_typeof("orientation") and image.get("orientation") != 1:
+        image = ops.to_srgb(image)
+        turned = image.get_typeof("orientation") and image.get("orientation") != 1
+        streamed = once and not turned
+        if not streamed:
+            image = image.copy_memory()
+        if turned:
             image = ops.autorotate(image).copy_memory()
     except pyvips.Error as exc:
         raise MasterError(f"cannot decode image: {vips_message(exc)}") from None
     return Decoded(image=image, width=header.width, height=header.height,
-                   scale=image.width / header.width)
+                   scale=image.width / header.width, streamed=streamed)
 
 
 def _decode_heif(data: bytes, header: Header, scale: float) -> Decoded:

@@ -33,7 +33,9 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
     image = _colour_to_srgb(image)
     if image.bands == 1:  # grey that was already labelled sRGB
         image = image.bandjoin([image, image])
-    image = _to_uchar(image[:SRGB_BANDS]).copy(interpretation="srgb")
+    if image.bands > SRGB_BANDS:  # extract_band costs a pass over every pixel: only if needed
+        image = image[:SRGB_BANDS]
+    image = _to_uchar(image).copy(interpretation="srgb")
     return image if alpha is None else image.bandjoin(alpha)
 
 

@@ -83,7 +83,17 @@ def decode_for(data: bytes, presets: list[ImagePreset], max_pixels: int,
          for p, f in zip(presets, framings or [None] * len(presets), strict=True)),
         default=1.0,
     )
-    return dec.decode(data, header, scale)
+    return dec.decode(data, header, scale, once=len(presets) == 1 and reads_once(presets[0]))
+
+
+def reads_once(preset: ImagePreset) -> bool:
+    """Whether one derivative of `preset` reads the decoded master once, in order: not a trim
+    (it scans the image, then cuts from it), an attention crop (it analyses a shrunk copy
+    first), a breakpoints set (it renders several candidates), nor a quality search or a byte
+    budget (they encode again what may be the master itself, when no resize comes between)."""
+    return (preset.trim is None and preset.breakpoints is None
+            and preset.resize.gravity != "attention" and not preset.auto
+            and preset.max_bytes is None)
 
 
 def vector_draw_scale(data: bytes, header: dec.Header, presets: list[ImagePreset]) -> float:
@@ -166,6 +176,8 @@ def render_decoded(
         try:
             return renderer.render(presets[recipe], (framings or {}).get(recipe))
         except pyvips.Error as exc:
+            if decoded.streamed:  # it decodes here: its errors are the master's (render_all)
+                raise _Undecodable(f"cannot decode image: {dec.vips_message(exc)}") from None
             raise MasterError(f"render failed: {dec.vips_message(exc)}") from None
 
     sets: dict[str, list[str]] = {}
@@ -186,6 +198,12 @@ def render_decoded(
     for recipe, _ in order:
         try:
             results[recipe] = render(recipe)
+        except _Undecodable:
+            raise
         except MasterError as exc:
             results[recipe] = exc
     return results
+
+
+class _Undecodable(MasterError):
+    """A streamed master's pixels failed to decode: the master fails, not one recipe."""
