@@ -143,3 +143,29 @@ def test_an_exception_that_cannot_be_pickled_or_printed_is_a_failed_row(small_ca
         assert all("render crashed: Unpicklable: (its message cannot be shown)" in r["error"]
                    for r in result.failed)
         assert sum(r["status"] == "ok" for r in result.rows) == 3 * 2
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_the_heaviest_masters_start_first_and_rows_stay_in_catalog_order(
+        small_catalog, threads_run, tmp_path, monkeypatch, scheduler):
+    """Longest first: a heavy master started last would hold one worker while the others have
+    nothing left. With two workers, masters start in the order of their estimated work (here
+    set: m1, m2, m3, m0) and the manifest keeps the catalog's order. One worker (sync) keeps
+    the catalog's order: no tail to shorten, no header read for it."""
+    started: list[str] = []
+    real = schedule.render_master
+
+    def recording(mp, presets, settings):
+        started.append(mp.master.id)
+        return real(mp, presets, settings)
+
+    work = {"m0": 1, "m1": 5, "m2": 3, "m3": 2}
+    monkeypatch.setattr(schedule, "render_master", recording)
+    monkeypatch.setattr(schedule, "master_footprint",
+                        lambda mp, presets: work[mp.master.id] * 2**20)
+    result = api.render(small_catalog, tmp_path / "out", channels=["email"], workers=2,
+                        scheduler=scheduler)
+    assert result.exit_code == 0
+    expected = ["m1", "m2", "m3", "m0"] if scheduler == "threads" else ["m0", "m1", "m2", "m3"]
+    assert started == expected
+    assert digests(result) == digests(threads_run)
