@@ -26,10 +26,12 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
+from dask.callbacks import Callback
 
 from engine import api
 from engine.image.decode import configure
@@ -71,49 +73,77 @@ def ops_per_s(op, count: int, workers: int) -> float:  # noqa: ANN001 (a callabl
     return count / (time.perf_counter() - start)
 
 
+# fanout's JPEG encoder settings (encode._jpeg: mozjpeg's trellis quantisation, quant table 3,
+# overshoot deringing, optimised Huffman tables; 4:2:0 below Q95) in sharp's jpeg() terms. sharp
+# with these makes the engine's bytes (8,400 against 11,277 at sharp's defaults on the task's
+# master): the comparison of equal work. Trellis quantisation is most of the difference in
+# time: about 20 ms of a 100 ms operation here.
+SHARP_AS_FANOUT = {"optimiseCoding": True, "trellisQuantisation": True,
+                   "overshootDeringing": True, "quantisationTable": 3, "progressive": False}
+
+
 def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> dict:
+    """Operations per second, each contender at its best of 1 or one worker per core; every
+    round runs each contender once (a machine's drift spreads over all of them). `bytes`: one
+    output's size, which says whether two contenders did the same work."""
     master = task_master()
     preset = ImagePreset(resize=Resize(width=TASK_OUT[0], height=TASK_OUT[1], fit="fill"),
                          format="jpeg", quality=80, progressive=False)
     n = cores()
-    results: dict[str, dict] = {}
+    made: dict[str, int] = {}
 
     def engine_op() -> None:
         out = render_all(master.read_bytes(), {"t": preset})[0]["t"]
         assert (out.width, out.height) == TASK_OUT
+        made["engine"] = len(out.data)
 
     def naive_op() -> None:
         image = pyvips.Image.thumbnail(str(master), TASK_OUT[0], height=TASK_OUT[1], size="force")
-        image.jpegsave_buffer(Q=80, optimize_coding=True, keep="none")
+        made["naive-pyvips"] = len(image.jpegsave_buffer(Q=80, optimize_coding=True, keep="none"))
 
-    for name, op in (("engine", engine_op), ("naive-pyvips", naive_op)):
-        best = []
-        for _ in range(repeat):
+    def in_process(op) -> Callable[[], float]:  # noqa: ANN001 (a callable)
+        def best() -> float:
             rates = []
             for workers in sorted({1, n}):
                 configure(max(1, n // workers))
                 rates.append(ops_per_s(op, count, workers))
-            best.append(max(rates))
-        results[name] = summary(best)
-    if sharp is not None:
-        spec = {"task": {"master": str(master), "width": TASK_OUT[0], "height": TASK_OUT[1],
-                         "quality": 80}, "count": count}
-        with tempfile.TemporaryDirectory() as tmp:
-            results["sharp"] = summary([
-                max(peers.run_sharp(sharp, spec, Path(tmp), c)["ops_per_s"] for c in {1, n})
-                for _ in range(repeat)])
-    if convert is not None:
+            return max(rates)
+        return best
+
+    def with_sharp(jpeg: dict | None) -> Callable[[], float]:
+        def best() -> float:
+            spec = {"task": {"master": str(master), "width": TASK_OUT[0], "height": TASK_OUT[1],
+                             "quality": 80, **({"jpeg": jpeg} if jpeg else {})}, "count": count}
+            with tempfile.TemporaryDirectory() as tmp:
+                runs = [peers.run_sharp(sharp, spec, Path(tmp), c) for c in sorted({1, n})]
+            made["sharp" if jpeg else "sharp-defaults"] = runs[0]["bytes"]
+            return max(r["ops_per_s"] for r in runs)
+        return best
+
+    def with_imagemagick() -> float:
         with tempfile.TemporaryDirectory() as tmp:
             def im_op() -> None:
                 subprocess.run([convert, str(master), "-filter", "Lanczos", "-resize",
                                 f"{TASK_OUT[0]}x{TASK_OUT[1]}!", "-strip", "-quality", "80",
                                 f"{tmp}/out.jpg"], check=True, capture_output=True,
                                env=dict(os.environ, MAGICK_THREAD_LIMIT="1"))
-            results["imagemagick"] = summary([
-                max(ops_per_s(im_op, max(4, count // 4), w) for w in {1, n})
-                for _ in range(repeat)])
+            rate = max(ops_per_s(im_op, max(4, count // 4), w) for w in sorted({1, n}))
+            made["imagemagick"] = Path(f"{tmp}/out.jpg").stat().st_size
+        return rate
+
+    contenders: dict[str, Callable[[], float]] = {
+        "engine": in_process(engine_op), "naive-pyvips": in_process(naive_op)}
+    if sharp is not None:
+        contenders["sharp"] = with_sharp(SHARP_AS_FANOUT)
+        contenders["sharp-defaults"] = with_sharp(None)
+    if convert is not None:
+        contenders["imagemagick"] = with_imagemagick
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, best in contenders.items():
+            rates[name].append(best())
     configure(1)
-    return results
+    return {name: {**summary(r), "bytes": made.get(name)} for name, r in rates.items()}
 
 
 # b. the catalog job ----------------------------------------------------------------------
@@ -134,17 +164,19 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
     if convert is not None:
         times["imagemagick"] = []
     fairness: dict[str, dict] = {}
-    overhead: list[float] = []
+    overhead: dict[str, list[float]] = {}
     for i in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            start = time.perf_counter()
-            result = api.render(listing, root / "engine", workers=n, config_dir=fixed)
-            wall = time.perf_counter() - start
+            with Timeline() as timeline:
+                start = time.perf_counter()
+                result = api.render(listing, root / "engine", workers=n, config_dir=fixed)
+                wall = time.perf_counter() - start
             times["engine"].append(wall)
             rows = result.rows
             assert not result.failed, result.failed[:1]
-            overhead.append(engine_overhead(rows, wall, n))
+            for key, value in engine_overhead(rows, wall, n, timeline.spans).items():
+                overhead.setdefault(key, []).append(value)
             times["naive-pyvips"].append(naive.run_naive(listing, None, root / "naive", n,
                                                              fixed)[0])
             if sharp is not None:
@@ -157,7 +189,7 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
     derivatives = sum(len(j["outputs"]) for j in jobs)
     return {"masters": masters, "distinct_recipes": derivatives,
             "derivatives": len(rows), "seconds": {k: summary(v) for k, v in times.items()},
-            "fairness": fairness, "overhead_pct": summary(overhead)}
+            "fairness": fairness, **{key: summary(v) for key, v in overhead.items()}}
 
 
 def fairness_check(listing: Path, jobs: list[dict], root: Path, rows: list[dict],
@@ -183,9 +215,44 @@ def fairness_check(listing: Path, jobs: list[dict], root: Path, rows: list[dict]
     return fairness
 
 
-def engine_overhead(rows: list[dict], wall: float, workers: int) -> float:
-    """Share of the workers' wall time spent outside decode, resize and encode calls."""
-    return round(100 * max(0.0, 1 - peers.busy_seconds(rows) / (wall * workers)), 2)
+class Timeline(Callback):
+    """When each master's task started and ended, and on which worker (dask's local scheduler
+    calls these in the client process; api.render runs its masters there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: dict[object, list] = {}
+
+    def _pretask(self, key, dsk, state) -> None:  # noqa: ANN001 (dask's signature)
+        self.spans[key] = [time.perf_counter(), None, None]
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:  # noqa: ANN001
+        self.spans[key][1:] = [time.perf_counter(), worker_id]
+
+
+def engine_overhead(rows: list[dict], wall: float, workers: int,
+                    spans: dict[object, list]) -> dict[str, float]:
+    """Where the workers' time went, in % of wall x workers:
+
+    - overhead_pct: everything outside decode, resize and encode calls (the rows' decode_ms
+      and render_ms): 100 - busy;
+    - tail_idle_pct: workers idle because nothing was left to start while another still
+      worked (from each worker's last task end to the last one's end);
+    - busy_overhead_pct: the overhead of the time workers had work, tail excluded:
+      planning, scheduling, writing files and the manifest, Python around the pixels.
+    """
+    total = wall * workers
+    busy = peers.busy_seconds(rows)
+    ends: dict[object, float] = {}
+    for _, end, worker in spans.values():
+        if end is not None:
+            ends[worker] = max(ends.get(worker, 0.0), end)
+    last = max(ends.values(), default=0.0)
+    first = min((s for s, _, _ in spans.values()), default=last)
+    tail = sum(last - end for end in ends.values()) + (workers - len(ends)) * (last - first)
+    return {"overhead_pct": round(100 * max(0.0, 1 - busy / total), 2),
+            "tail_idle_pct": round(100 * tail / total, 2),
+            "busy_overhead_pct": round(100 * max(0.0, 1 - busy / (total - tail)), 2)}
 
 
 # c. video ------------------------------------------------------------------------------------
@@ -213,6 +280,11 @@ def ratios(report: dict) -> dict:
         "catalog_vs_imagemagick": ratio(med.get("imagemagick"), med["engine"]),
         "video_vs_ffmpeg_split": c["engine_vs_split"] if isinstance(c, dict) else None,
         "overhead_pct": report["catalog"]["overhead_pct"]["median"],
+        "busy_overhead_pct": report["catalog"]["busy_overhead_pct"]["median"],
+        "tail_idle_pct": report["catalog"]["tail_idle_pct"]["median"],
+        # sharp's published task as it is (its default JPEG settings: more bytes, less work)
+        "sharp_defaults_task_ratio": ratio(a["engine"]["median"],
+                                           a.get("sharp-defaults", {}).get("median")),
         # d. bytes at equal SSIMULACRA2 (benchmarks/bytes.py): sharp's total / fanout's, and
         # the catalog job's time with quality = "auto" / at fixed quality
         "bytes_vs_sharp": report["bytes"].get("bytes_vs_sharp"),
@@ -232,13 +304,18 @@ def write_results(report: dict) -> None:
         "",
         "## a. sharp's task (2725x2225 JPEG to 720x588, Lanczos 3, JPEG q80), operations/s",
         "",
-        "| contender | median | min-max | fanout / contender |",
-        "|---|---|---|---|",
+        ("`sharp` encodes with fanout's JPEG settings (mozjpeg trellis quantisation, quant table "
+         "3, overshoot deringing, optimised tables): the same bytes, equal work. "
+         "`sharp-defaults` is sharp's published task as it is (its default encoder: bigger "
+         "files, less work)."),
+        "",
+        "| contender | median | min-max | bytes | fanout / contender |",
+        "|---|---|---|---|---|",
     ]
     for name, s in report["task"].items():
         rel = report["task"]["engine"]["median"] / s["median"]
         lines.append(f"| {name} | {s['median']:.1f} | {s['min']:.1f}-{s['max']:.1f} | "
-                     f"{rel:.2f}x |")
+                     f"{s['bytes']} | {rel:.2f}x |")
     lines += [
         "",
         (f"## b. catalog job: {cat['masters']} masters, {cat['derivatives']} derivatives "
@@ -264,7 +341,9 @@ def write_results(report: dict) -> None:
             f"median {f['ssim_delta_median']}, range {f['ssim_delta_range']}); size/format "
             f"differences: {f['differ'] or 'none'}; not similar: {f['not_similar'] or 'none'}")
     lines.append(f"- engine overhead (wall time of the workers outside decode/resize/encode): "
-                 f"{cat['overhead_pct']['median']}%")
+                 f"{cat['overhead_pct']['median']}%, of which tail idle (nothing left to start "
+                 f"while another worker finished) {cat['tail_idle_pct']['median']}%; overhead "
+                 f"of the time workers had work: {cat['busy_overhead_pct']['median']}%")
     v = report["video"]
     lines += ["", "## c. video job: 1080p 30 fps masters, every built-in MP4/WebM output", ""]
     if isinstance(v, dict):
@@ -328,7 +407,8 @@ def main() -> None:
         "peers": [why for what, why in ((sharp, sharp_why), (convert, im_why)) if what],
     }
     repeat = 1 if quick else args.repeat
-    report["task"] = task(40 if quick else 200, repeat, sharp, convert)
+    # the task is cheap and its figure the noisiest: three rounds even when quick
+    report["task"] = task(60 if quick else 200, 3 if quick else repeat, sharp, convert)
     report["catalog"] = catalog(3 if quick else args.masters, repeat, sharp, convert)
     report["video"] = video_job(1, 1.0 if quick else args.video_seconds, repeat)
     bytes_report = bytes_bench.measure(1 if quick else 3, oracle=0 if quick else 6,

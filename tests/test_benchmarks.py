@@ -74,3 +74,20 @@ def test_lossless_references_keep_alpha_only_where_the_output_does() -> None:
     assert all(o["format"] == "png" and o["max_bytes"] is None for o in outputs)
     assert [o["keep_alpha"] for o in outputs] == [False, True]
     assert peers.lossless_jobs(jobs, set()) == []
+
+
+def test_engine_overhead_tells_the_tail_from_the_overhead_of_busy_time() -> None:
+    """Two workers over 10 s of wall time (20 worker-seconds): worker a ran two masters until
+    9 s, worker b one until 5 s; the rows say 12 s of decode and render. Tail: b idle from 5
+    to 9 s = 4 s (20%); overhead 40%; of the 16 s workers had work, 4 s were not pixels (25%).
+    """
+    from benchmarks.__main__ import engine_overhead
+
+    rows = [{"master_id": m, "recipe_hash": "r", "status": "ok", "decode_ms": 1000.0,
+             "render_ms": ms} for m, ms in (("m1", 3000.0), ("m2", 3000.0), ("m3", 3000.0))]
+    spans = {"k1": [0.5, 4.5, "a"], "k2": [4.6, 9.0, "a"], "k3": [0.5, 5.0, "b"]}
+    assert engine_overhead(rows, 10.0, 2, spans) == {
+        "overhead_pct": 40.0, "tail_idle_pct": 20.0, "busy_overhead_pct": 25.0}
+    # a worker that never ran a task idles from the first start to the last end
+    assert engine_overhead(rows, 10.0, 3, spans)["tail_idle_pct"] == round(
+        100 * (4.0 + 8.5) / 30, 2)

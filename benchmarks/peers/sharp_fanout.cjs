@@ -7,8 +7,9 @@
 // Each master is opened once; every output is a clone() of that pipeline (sharp's documented
 // way to make several outputs from one input). CONCURRENCY masters run at once, and libvips
 // threads are set so that CONCURRENCY x threads = cores. Prints {"seconds": ..} as JSON.
-// With a "task" job list ({task: {master, width, height, quality}, count}) it runs sharp's own
-// published benchmark task COUNT times instead and prints {"ops_per_s": ..}.
+// With a "task" job list ({task: {master, width, height, quality, jpeg}, count}) it runs sharp's
+// own published benchmark task COUNT times instead (jpeg: more of sharp's jpeg() options, none
+// for sharp's defaults) and prints {"ops_per_s": .., "bytes": ..} (bytes: one output's).
 "use strict";
 const fs = require("fs");
 const os = require("os");
@@ -103,12 +104,14 @@ async function main() {
   if (jobs.task) {
     const t = jobs.task;
     const input = fs.readFileSync(t.master);
+    let bytes = 0;
     await pool(Array.from({ length: jobs.count }, (_, i) => i), async () => {
-      await sharp(input).resize(t.width, t.height, { kernel: "lanczos3" })
-        .jpeg({ quality: t.quality }).toBuffer();
+      const data = await sharp(input).resize(t.width, t.height, { kernel: "lanczos3" })
+        .jpeg({ quality: t.quality, ...(t.jpeg || {}) }).toBuffer();
+      bytes = data.length;
     });
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-    console.log(JSON.stringify({ ops_per_s: jobs.count / seconds, seconds }));
+    console.log(JSON.stringify({ ops_per_s: jobs.count / seconds, seconds, bytes }));
     return;
   }
   await pool(jobs, master);
