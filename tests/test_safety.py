@@ -15,11 +15,26 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import assert_consistent, channel_toml, load, read
 
+from benchmarks.bytes import fixed_config
 from engine import api, manifest
 from engine.errors import ConfigError, RemovalRefused
 from engine.store import Store
 
 CHANNELS = ["email"]
+_FIXED: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fixed_qualities(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _FIXED[:] = [fixed_config(tmp_path_factory.mktemp("fixed-config"))]
+
+
+def render(*args, **kwargs) -> api.RunResult:  # noqa: ANN002, ANN003 (api.render's)
+    """api.render with the built-in channels at fixed qualities (no quality search: what a
+    safe night keeps, removes and records does not depend on how a quality was found; a
+    third of the time). A test that passes its own config_dir gets it."""
+    kwargs.setdefault("config_dir", _FIXED[0])
+    return api.render(*args, **kwargs)
 
 
 def write_listing(folder: Path, names: list[str], rows: list[str] | None = None) -> Path:
@@ -47,7 +62,7 @@ def published(tmp_path: Path):
     masters = tmp_path / "masters"
     listing = write_listing(masters, list("abcdef"))
     out = tmp_path / "out"
-    first = api.render(listing, out, channels=CHANNELS)
+    first = render(listing, out, channels=CHANNELS)
     assert first.exit_code == 0 and len(first.rows) == 12
     return masters, listing, out
 
@@ -57,7 +72,7 @@ def test_a_master_that_cannot_be_read_keeps_its_published_files(published):
     before = served(out)
     (masters / "b.jpg").unlink()  # still listed: a sync glitch
     (masters / "c.jpg").write_bytes((masters / "a.jpg").read_bytes()[:400])  # a corrupt upload
-    second = api.render(listing, out, channels=CHANNELS)
+    second = render(listing, out, channels=CHANNELS)
     assert second.exit_code == 1 and not second.removed
     rows = {(r["master_id"], r["output"]): r for r in read(out).to_pylist()}
     for m in "bc":
@@ -76,11 +91,11 @@ def test_a_master_that_cannot_be_read_keeps_its_published_files(published):
     assert not change.removed
     assert not api.check(out).problems
 
-    third = api.render(listing, out, channels=CHANNELS)  # still failing: since stays
+    third = render(listing, out, channels=CHANNELS)  # still failing: since stays
     kept = [r for r in third.rows if r["status"] == "kept"]
     assert len(kept) == 4 and {r["stale_since"] for r in kept} == {second.run_id}
     P.scene(380, 240).jpegsave(str(masters / "b.jpg"), Q=90)  # back: re-rendered
-    fourth = api.render(listing, out, channels=CHANNELS)
+    fourth = render(listing, out, channels=CHANNELS)
     statuses = {(r["master_id"], r["output"]): r["status"] for r in fourth.rows}
     assert statuses[("b", "w600")] == "ok" and statuses[("c", "w600")] == "kept"
     assert_consistent(out)
@@ -90,7 +105,7 @@ def test_force_keeps_last_good_too(published):
     masters, listing, out = published
     before = served(out)
     (masters / "d.jpg").write_bytes(b"")
-    result = api.render(listing, out, channels=CHANNELS, force=True)
+    result = render(listing, out, channels=CHANNELS, force=True)
     assert sorted(r["status"] for r in result.failed) == ["kept", "kept"]
     of_d = [p for p in before if "/d/" in p]
     assert len(of_d) == 2 and all(served(out)[p] == before[p] for p in of_d)
@@ -103,7 +118,7 @@ def test_removal_guard_refuses_and_changes_nothing(published):
     manifest_bytes = (out / "manifest.parquet").read_bytes()
     files = {p: digest(out / p) for p in served(out)}
     with pytest.raises(RemovalRefused) as refused:
-        api.render(listing, out, channels=CHANNELS)
+        render(listing, out, channels=CHANNELS)
     assert len(refused.value.paths) == 12 and refused.value.total == 12
     assert "every published file" in str(refused.value)
     assert (out / "manifest.parquet").read_bytes() == manifest_bytes
@@ -112,11 +127,11 @@ def test_removal_guard_refuses_and_changes_nothing(published):
 
     write_listing(masters, [], rows=["a", "b"])  # cut short: 8 of 12 files would go
     with pytest.raises(RemovalRefused) as refused:
-        api.render(listing, out, channels=CHANNELS)
+        render(listing, out, channels=CHANNELS)
     assert sorted(refused.value.paths)[:2] == ["email/c/w1200.jpg", "email/c/w600.jpg"]
     with pytest.raises(RemovalRefused):
-        api.render(listing, out, channels=CHANNELS, max_removals="5")
-    done = api.render(listing, out, channels=CHANNELS, max_removals="70%")
+        render(listing, out, channels=CHANNELS, max_removals="5")
+    done = render(listing, out, channels=CHANNELS, max_removals="70%")
     assert len(done.removed) == 8 and set(served(out)) == {
         f"email/{m}/w{w}.jpg" for m in "ab" for w in (600, 1200)}
     assert_consistent(out)
@@ -125,12 +140,12 @@ def test_removal_guard_refuses_and_changes_nothing(published):
 def test_removal_guard_allows_an_ordinary_change_and_explicit_permission(published):
     masters, listing, out = published
     write_listing(masters, [], rows=list("abcde"))  # one product retired: 2 files
-    assert len(api.render(listing, out, channels=CHANNELS).removed) == 2
+    assert len(render(listing, out, channels=CHANNELS).removed) == 2
     listing.write_text("id,path\n")
-    result = api.render(listing, out, channels=CHANNELS, allow_removals=True)
+    result = render(listing, out, channels=CHANNELS, allow_removals=True)
     assert len(result.removed) == 10 and not served(out)
     with pytest.raises(ConfigError, match="--max-removals"):
-        api.render(listing, out, channels=CHANNELS, max_removals="lots")
+        render(listing, out, channels=CHANNELS, max_removals="lots")
 
 
 def custom_config(root: Path) -> Path:
@@ -173,7 +188,7 @@ def test_ownership_foreign_files_and_symlinks(tmp_path: Path):
     (out / "email" / "a").mkdir()
     (out / "email" / "a" / "w1200.jpg").write_bytes(b"a file fanout did not write")
     (out / "email" / "b").symlink_to(outside / "b")
-    result = api.render(listing, out, channels=CHANNELS)
+    result = render(listing, out, channels=CHANNELS)
     errors = {(r["master_id"], r["output"]): r["error"] for r in result.failed}
     assert "exists and was not written by fanout" in errors[("a", "w1200")]
     assert "email/b is a symbolic link" in errors[("b", "w600")]  # a file behind the link
@@ -186,7 +201,7 @@ def test_ownership_foreign_files_and_symlinks(tmp_path: Path):
     assert not check.problems
     assert {"email/notes.txt", "email/a/w1200.jpg", "email/b"} <= set(check.foreign)
     listing.write_text("id,path\na,a.jpg\n")  # b leaves: nothing of b's was fanout's
-    api.render(listing, out, channels=CHANNELS)
+    render(listing, out, channels=CHANNELS)
     assert (out / "email" / "notes.txt").is_file() and (out / "email" / "b").is_symlink()
     assert (outside / "b" / "w600.jpg").read_bytes() == b"not fanout's"
 
@@ -195,7 +210,7 @@ def test_out_may_not_be_the_catalog_folder(tmp_path: Path):
     masters = tmp_path / "masters"
     write_listing(masters, ["a"])
     with pytest.raises(ConfigError, match="catalog's folder"):
-        api.render(masters, masters, channels=CHANNELS)
+        render(masters, masters, channels=CHANNELS)
     assert sorted(p.name for p in masters.iterdir()) == ["a.jpg", "catalog.csv"]
 
 
@@ -203,9 +218,9 @@ def test_masters_kept_under_out_are_never_deleted(tmp_path: Path):
     out = tmp_path / "out"
     masters = out / "email" / "masters"  # a team keeps its masters inside OUT
     listing = write_listing(masters, ["a", "b"])
-    api.render(listing, out, channels=CHANNELS)
+    render(listing, out, channels=CHANNELS)
     listing.write_text("id,path\na,a.jpg\n")
-    assert len(api.render(listing, out, channels=CHANNELS, allow_removals=True).removed) == 2
+    assert len(render(listing, out, channels=CHANNELS, allow_removals=True).removed) == 2
     assert (masters / "b.jpg").is_file() and (masters / "a.jpg").is_file()
 
 
@@ -223,13 +238,13 @@ def test_an_uncommitted_run_leaves_no_history_and_is_undone(published, monkeypat
 
     monkeypatch.setattr(Store, "write_file", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        api.render(listing, out, channels=CHANNELS)
+        render(listing, out, channels=CHANNELS)
     monkeypatch.undo()
     assert len(manifest.runs(Store(out))) == 1  # no history entry for a run that never committed
     assert not (out / "email" / "g").exists()  # the files it created are gone
     assert served(out) == before
     assert_consistent(out)
-    again = api.render(listing, out, channels=CHANNELS)
+    again = render(listing, out, channels=CHANNELS)
     assert {r["status"] for r in again.rows if r["master_id"] == "g"} == {"ok"}
     assert not list((out / "_runs").glob("*.journal.parquet"))
     assert_consistent(out)
@@ -244,7 +259,7 @@ def test_a_killed_first_run_is_cleaned_up_by_the_next(tmp_path: Path):
     (out / "email" / "zz" / "w600.jpg").write_bytes(b"half a night")
     manifest.write_journal(store, "20200101T000000000000Z-dead00", ["email/zz/w600.jpg"], [])
     (out / "email" / "zz" / ".w600.jpg.0123456789ab.tmp").write_bytes(b"partial")
-    result = api.render(listing, out, channels=CHANNELS)
+    result = render(listing, out, channels=CHANNELS)
     assert result.cleaned == 1 and not (out / "email" / "zz").exists()
     assert_consistent(out)
 
@@ -253,10 +268,10 @@ def test_a_corrupt_manifest_stops_the_run_and_recover_rebuilds_it(published):
     masters, listing, out = published
     before = served(out)
     P.scene(300, 300).jpegsave(str(masters / "a.jpg"), Q=80)  # a change, so history differs
-    api.render(listing, out, channels=CHANNELS)
+    render(listing, out, channels=CHANNELS)
     good = pq.read_table(out / "manifest.parquet").to_pylist()
     (out / "manifest.parquet").write_bytes(b"PAR1 broken")
-    for attempt in (lambda: api.render(listing, out, channels=CHANNELS), lambda: api.check(out)):
+    for attempt in (lambda: render(listing, out, channels=CHANNELS), lambda: api.check(out)):
         with pytest.raises(manifest.CorruptManifest, match="fanout recover"):
             attempt()
     rows, last = api.recover(out)
@@ -264,7 +279,7 @@ def test_a_corrupt_manifest_stops_the_run_and_recover_rebuilds_it(published):
     rebuilt = {(r["master_id"], r["output"]): r["sha256"] for r in read(out).to_pylist()}
     assert rebuilt == {(r["master_id"], r["output"]): r["sha256"] for r in good}
     assert set(served(out)) == set(before)
-    rerun = api.render(listing, out, channels=CHANNELS)
+    rerun = render(listing, out, channels=CHANNELS)
     assert {r["status"] for r in rerun.rows} == {"skipped"}
     (out / "manifest.parquet").write_bytes(b"")  # empty: the same way out
     with pytest.raises(manifest.CorruptManifest, match="empty file"):
@@ -289,11 +304,11 @@ def test_a_vanished_video_master_keeps_its_files(tmp_path: Path):
     listing = write_listing(masters, ["a"])
     listing.write_text(listing.read_text() + "clip,clip.mp4\n")
     out = tmp_path / "out"
-    assert api.render(listing, out, channels=CHANNELS).exit_code == 0
+    assert render(listing, out, channels=CHANNELS).exit_code == 0
     before = served(out)
     assert any(p.startswith("email/clip/") for p in before)
     (masters / "clip.mp4").unlink()
-    second = api.render(listing, out, channels=CHANNELS)
+    second = render(listing, out, channels=CHANNELS)
     assert second.exit_code == 1 and not second.removed
     kept = [r for r in read(out).to_pylist() if r["master_id"] == "clip"]
     assert kept and {r["status"] for r in kept} == {"kept"}
@@ -317,7 +332,7 @@ def test_scratch_folders_of_a_killed_process_are_removed(published, tmp_path, mo
     alive.mkdir()
     other = scratch_root / "someone-elses"
     other.mkdir()
-    api.render(listing, out, channels=CHANNELS)
+    render(listing, out, channels=CHANNELS)
     assert not dead.exists() and alive.is_dir() and other.is_dir()
     assert sorted(p.name for p in scratch_root.iterdir()) == sorted([alive.name, other.name])
 
@@ -331,14 +346,14 @@ def test_an_unreachable_scheduler_leaves_no_out(tmp_path: Path):
     # How long a run waits for the scheduler is dask's own setting (30 s unless configured).
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(
             ConfigError, match="cannot reach"):
-        api.render(listing, out, channels=CHANNELS, scheduler="tcp://127.0.0.1:9")
+        render(listing, out, channels=CHANNELS, scheduler="tcp://127.0.0.1:9")
     assert not out.exists()
 
 
 def test_the_report_shows_a_kept_file_with_its_error(published):
     masters, listing, out = published
     (masters / "b.jpg").unlink()
-    api.render(listing, out, channels=CHANNELS)
+    render(listing, out, channels=CHANNELS)
     html = api.report(out).read_text()
     assert html.count('data-status="kept"') == 2 and 'id="kept-count">2<' in html
     assert "file not found (serving the file from run" in html

@@ -145,13 +145,11 @@ def test_an_exception_that_cannot_be_pickled_or_printed_is_a_failed_row(small_ca
         assert sum(r["status"] == "ok" for r in result.rows) == 3 * 2
 
 
-@pytest.mark.parametrize("scheduler", ["threads", "sync"])
 def test_the_heaviest_masters_start_first_and_rows_stay_in_catalog_order(
-        small_catalog, threads_run, tmp_path, monkeypatch, scheduler):
+        small_catalog, threads_run, tmp_path, monkeypatch):
     """Longest first: a heavy master started last would hold one worker while the others have
     nothing left. With two workers, masters start in the order of their estimated work (here
-    set: m1, m2, m3, m0) and the manifest keeps the catalog's order. One worker (sync) keeps
-    the catalog's order: no tail to shorten, no header read for it."""
+    set: m1, m2, m3, m0) and the manifest keeps the catalog's order."""
     started: list[str] = []
     real = schedule.render_master
 
@@ -163,9 +161,24 @@ def test_the_heaviest_masters_start_first_and_rows_stay_in_catalog_order(
     monkeypatch.setattr(schedule, "render_master", recording)
     monkeypatch.setattr(schedule, "master_footprint",
                         lambda mp, presets: work[mp.master.id] * 2**20)
-    result = api.render(small_catalog, tmp_path / "out", channels=["email"], workers=2,
-                        scheduler=scheduler)
+    result = api.render(small_catalog, tmp_path / "out", channels=["email"], workers=2)
     assert result.exit_code == 0
-    expected = ["m1", "m2", "m3", "m0"] if scheduler == "threads" else ["m0", "m1", "m2", "m3"]
-    assert started == expected
+    assert started == ["m1", "m2", "m3", "m0"]
     assert digests(result) == digests(threads_run)
+
+
+def test_the_work_estimate_orders_by_size_times_recipes_and_keeps_ties_in_order():
+    """Estimated work = memory estimate x distinct recipes; equal work keeps catalog order
+    (one worker, where no estimate is made, is all ties: the catalog's order)."""
+    from engine.catalog import Master
+    from engine.plan import Derivative, MasterPlan
+
+    def plan(name: str, recipes: int) -> MasterPlan:
+        return MasterPlan(Master(id=name, path=f"/m/{name}.jpg", product=name), [
+            Derivative(channel="c", output=f"o{i}", preset="p", format="jpeg",
+                       path=f"c/{name}/o{i}.jpg", recipe_hash=f"h{i}")
+            for i in range(recipes)])
+
+    chunk = [plan("a", 1), plan("b", 4), plan("c", 2), plan("d", 1)]
+    assert schedule.heaviest_first(chunk, [100, 100, 150, 100]) == [2, 0, 1, 3]
+    assert schedule.heaviest_first(chunk, [0, 0, 0, 0]) == [0, 1, 2, 3]
