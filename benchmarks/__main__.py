@@ -2,7 +2,7 @@
 and the ffmpeg command line, on identical outputs.
 
     python -m benchmarks           # the full set; writes benchmarks/results/RESULTS.md and .png
-    python -m benchmarks --quick   # a reduced set (under 3 minutes); prints one JSON object
+    python -m benchmarks --quick   # a reduced set (8 minutes on 2 cores); prints one JSON object
 
 Workloads:
   a. sharp's published task: a 2725x2225 JPEG to 720x588 (Lanczos 3), JPEG quality 80, in
@@ -11,8 +11,11 @@ Workloads:
      through every built-in channel's image outputs;
   c. a video job: 1080p 30 fps masters through every built-in MP4/WebM video output.
 Peers are installed here (npm for sharp, apt for ImageMagick and ffmpeg) or skipped, with the
-reason printed. Ratios above 1 mean fanout is faster, except video_vs_ffmpeg_split and
-overhead_pct, where lower is better.
+reason printed. Ratios above 1 mean fanout is faster, except video_vs_ffmpeg_split and the
+*_pct figures, where lower is better: overhead_pct (the workers' time outside decode, resize
+and encode) = tail_idle_pct (workers with nothing left to start while another finishes: with
+--quick's 3 masters on 2 workers, most of it) + the overhead of the time they had work
+(busy_overhead_pct, as a share of that time).
 """
 
 from __future__ import annotations
@@ -139,9 +142,9 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
     if convert is not None:
         contenders["imagemagick"] = with_imagemagick
     rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, best in contenders.items():
-            rates[name].append(best())
+    for round_ in range(repeat):  # every other round in reverse: a drifting machine evens out
+        for name in list(contenders)[:: -1 if round_ % 2 else 1]:
+            rates[name].append(contenders[name]())
     configure(1)
     return {name: {**summary(r), "bytes": made.get(name)} for name, r in rates.items()}
 
@@ -273,8 +276,16 @@ def ratios(report: dict) -> dict:
     def ratio(x: float | None, y: float | None) -> float | None:
         return None if x is None or y is None else round(x / y, 3)
 
+    def per_round(peer: str) -> float | None:
+        """The median of each round's engine / peer: each round's two figures were taken
+        minutes apart at most, so the machine's drift between rounds cancels."""
+        if peer not in a:
+            return None
+        rounds = zip(a["engine"]["runs"], a[peer]["runs"], strict=True)
+        return round(statistics.median(e / p for e, p in rounds), 3)
+
     return {
-        "sharp_task_ratio": ratio(a["engine"]["median"], a.get("sharp", {}).get("median")),
+        "sharp_task_ratio": per_round("sharp"),
         "catalog_vs_sharp": ratio(med.get("sharp"), med["engine"]),
         "catalog_vs_naive": ratio(med["naive-pyvips"], med["engine"]),
         "catalog_vs_imagemagick": ratio(med.get("imagemagick"), med["engine"]),
@@ -283,8 +294,7 @@ def ratios(report: dict) -> dict:
         "busy_overhead_pct": report["catalog"]["busy_overhead_pct"]["median"],
         "tail_idle_pct": report["catalog"]["tail_idle_pct"]["median"],
         # sharp's published task as it is (its default JPEG settings: more bytes, less work)
-        "sharp_defaults_task_ratio": ratio(a["engine"]["median"],
-                                           a.get("sharp-defaults", {}).get("median")),
+        "sharp_defaults_task_ratio": per_round("sharp-defaults"),
         # d. bytes at equal SSIMULACRA2 (benchmarks/bytes.py): sharp's total / fanout's, and
         # the catalog job's time with quality = "auto" / at fixed quality
         "bytes_vs_sharp": report["bytes"].get("bytes_vs_sharp"),
@@ -389,7 +399,7 @@ def chart(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a reduced set, under 3 minutes")
+    parser.add_argument("--quick", action="store_true", help="a reduced set (8 minutes on 2 cores)")
     parser.add_argument("--masters", type=int, default=40, help="catalog job size (full run)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender (full run)")
     parser.add_argument("--video-seconds", type=float, default=4.0, help="video master length")
@@ -409,7 +419,9 @@ def main() -> None:
     repeat = 1 if quick else args.repeat
     # the task is cheap and its figure the noisiest: three rounds even when quick
     report["task"] = task(60 if quick else 200, 3 if quick else repeat, sharp, convert)
-    report["catalog"] = catalog(3 if quick else args.masters, repeat, sharp, convert)
+    # 6 masters when quick: with 3 on 2 workers the last master's tail was half the figure's
+    # noise (two runs' catalog ratios 12-14% apart)
+    report["catalog"] = catalog(6 if quick else args.masters, repeat, sharp, convert)
     report["video"] = video_job(1, 1.0 if quick else args.video_seconds, repeat)
     bytes_report = bytes_bench.measure(1 if quick else 3, oracle=0 if quick else 6,
                                        repeat=1 if quick else 2)

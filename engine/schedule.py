@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -277,7 +278,12 @@ def run(
         for mp in chunk:
             prepare(mp)
         # One estimate per master, in the client: the memory gate and the order both use it.
-        needs = [master_footprint(mp, presets) if workers > 1 else 0 for mp in chunk]
+        # A header read each (none when the last run recorded the size), `workers` at once: on
+        # an object store each is a round trip, which the workers would otherwise wait out.
+        needs = [0] * len(chunk)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                needs = list(pool.map(lambda mp: master_footprint(mp, presets), chunk))
         at_once = workers
         if scheduler == "processes" and workers > 1:
             at_once = max(1, min(workers, budget // max(1, max(needs))))
