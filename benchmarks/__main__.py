@@ -13,9 +13,9 @@ Workloads:
 Peers are installed here (npm for sharp, apt for ImageMagick and ffmpeg) or skipped, with the
 reason printed. Ratios above 1 mean fanout is faster, except video_vs_ffmpeg_split and the
 *_pct figures, where lower is better: overhead_pct (the workers' time outside decode, resize
-and encode) = tail_idle_pct (workers with nothing left to start while another finishes: with
---quick's 3 masters on 2 workers, most of it) + the overhead of the time they had work
-(busy_overhead_pct, as a share of that time).
+and encode) is tail_idle_pct (workers with nothing left to start while another finishes: with
+a few masters on 2 workers, most of it) plus the rest; busy_overhead_pct is that rest as a
+share of the time the workers had work.
 """
 
 from __future__ import annotations

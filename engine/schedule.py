@@ -288,12 +288,13 @@ def run(
         if scheduler == "processes" and workers > 1:
             at_once = max(1, min(workers, budget // max(1, max(needs))))
         # Dask's local scheduler starts independent tasks in descending key order (asserted
-        # by tests/test_schedule.py): the key carries the place, so the heaviest goes first.
+        # by tests/test_schedule.py): the key carries the place, so the heaviest goes first
+        # (and the window's start, so that keys stay unique over a run).
         place = heaviest_first(chunk, needs)
         tasks = [
             dask.delayed(_unwrapped, pure=False)(
                 _Opaque((mp, presets, settings, vips_threads, gate, needs[i] if gate else None)),
-                dask_key_name=f"master-{len(chunk) - place[i]:09d}")
+                dask_key_name=f"master-{start:09d}-{len(chunk) - place[i]:09d}")
             for i, mp in enumerate(chunk)
         ]
         keys = {t.key for t in tasks}
