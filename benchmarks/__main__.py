@@ -171,14 +171,9 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
     for i in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            with Timeline() as timeline:
-                start = time.perf_counter()
-                result = api.render(listing, root / "engine", workers=n, config_dir=fixed)
-                wall = time.perf_counter() - start
+            wall, rows, split = engine_run(listing, root / "engine", fixed)
             times["engine"].append(wall)
-            rows = result.rows
-            assert not result.failed, result.failed[:1]
-            for key, value in engine_overhead(rows, wall, n, timeline.spans).items():
+            for key, value in split.items():
                 overhead.setdefault(key, []).append(value)
             times["naive-pyvips"].append(naive.run_naive(listing, None, root / "naive", n,
                                                              fixed)[0])
@@ -193,6 +188,19 @@ def catalog(masters: int, repeat: int, sharp: Path | None, convert: str | None) 
     return {"masters": masters, "distinct_recipes": derivatives,
             "derivatives": len(rows), "seconds": {k: summary(v) for k, v in times.items()},
             "fairness": fairness, **{key: summary(v) for key, v in overhead.items()}}
+
+
+def engine_run(listing: Path, out: Path, config_dir: Path) -> tuple[float, list, dict]:
+    """fanout's catalog job, one worker per core: (wall seconds, rows, engine_overhead's split
+    of the workers' time)."""
+    n = cores()
+    with Timeline() as timeline:
+        start = time.perf_counter()
+        result = api.render(listing, out, workers=n, config_dir=config_dir)
+        wall = time.perf_counter() - start
+    assert not result.failed, result.failed[:1]
+    rows = result.rows
+    return wall, rows, engine_overhead(rows, wall, n, timeline.spans)
 
 
 def fairness_check(listing: Path, jobs: list[dict], root: Path, rows: list[dict],

@@ -15,34 +15,26 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
-from engine import api
 from engine.image.decode import configure
 from engine.schedule import cores
 
 from . import bytes as bytes_bench
 from . import naive_vs_engine as naive
 from . import peers
-from .__main__ import Timeline, engine_overhead
+from .__main__ import engine_run
 
 
 def measure(masters: int, repeat: int) -> list[dict]:
     configure(1)
     listing = naive.build_catalog(naive.WORK / f"catalog-{masters}", masters)
     fixed = bytes_bench.fixed_config(peers.WORK / "catalog-fixed-config")
-    n = cores()
     runs = []
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory() as tmp, Timeline() as timeline:
-            start = time.perf_counter()
-            result = api.render(listing, Path(tmp) / "out", workers=n, config_dir=fixed)
-            wall = time.perf_counter() - start
-            assert not result.failed, result.failed[:1]
-            rows = result.rows
-        runs.append({"wall_s": round(wall, 2), "workers": n,
-                     **engine_overhead(rows, wall, n, timeline.spans)})
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, _, split = engine_run(listing, Path(tmp) / "out", fixed)
+        runs.append({"wall_s": round(wall, 2), "workers": cores(), **split})
         print(json.dumps(runs[-1]), flush=True)
     return runs
 

@@ -178,7 +178,10 @@ class TableRows(Sequence[Row]):
 
     def __getitem__(self, i: int | slice) -> Any:  # noqa: ANN401 (a Row, or a list of Rows)
         if isinstance(i, slice):
-            return list(self)[i]
+            start, stop, step = i.indices(self.table.num_rows)
+            if step == 1:
+                return from_table(self.table.slice(start, max(0, stop - start)))
+            return [self[k] for k in range(start, stop, step)]
         n = self.table.num_rows
         if not -n <= i < n:
             raise IndexError(i)

@@ -10,7 +10,7 @@ from engine.errors import MasterError
 from engine.image import decode as dec
 from engine.image import ops
 from engine.image.encode import encode
-from engine.image.render import MasterRenderer, Pyramid, render_all
+from engine.image.render import MasterRenderer, Pyramid, reads_once, render_all
 from engine.spec.models import ImagePreset, Resize
 
 WHITE = (255, 255, 255)
@@ -235,8 +235,6 @@ def test_a_recipe_that_reads_its_pixels_twice_keeps_the_decoded_copy(tmp_path, u
     """A trim scans then cuts, attention analyses then cuts, a quality search or a byte budget
     encode again: the master must be in memory, not streamed (a second sequential read of a
     JPEG fails). Rendered at the master's own size, where nothing else copies it."""
-    from engine.image.render import reads_once
-
     data = P.write_oriented(tmp_path, 1).read_bytes()
     preset = ImagePreset.model_validate(
         {"resize": {"width": 480, "height": 320, "fit": "fill"}, "format": "jpeg", **update})
