@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -444,11 +444,15 @@ class _Night:
         manifest.write_journal(store, run_id, self.journaled, settled.orphans)
         changed = rows.filter(pc.invert(pc.is_in(
             rows.column("master_id"), value_set=self.quiet))) if len(self.quiet) else rows
+        # Tonight's skipped rows, and the quiet masters' published rows (restamped skipped).
+        unchanged = (pc.sum(pc.equal(rows.column("status"), Status.SKIPPED.value)).as_py()
+                     or 0) + self.survey.quiet_published
         manifest.write_parts(  # a delta: what this run changed (manifest.META_HISTORY)
             store, manifest.history_path(run_id, manifest.PENDING_SUFFIX),
             [changed, settled.kept, settled.stale if keep_stale else removed],
             manifest.encode_meta({manifest.META_HISTORY: manifest.HISTORY_DELTA,
-                                  manifest.META_CHANNELS: json.dumps(sorted(self.selected))}))
+                                  manifest.META_CHANNELS: json.dumps(sorted(self.selected)),
+                                  manifest.META_UNCHANGED: str(unchanged)}))
         del changed
         config_path, config_data = snapshot.encode(self.config)
         if store.read(config_path) != config_data:
@@ -648,30 +652,52 @@ def amazon_export(out: str | Path, target: str | Path, channel: str = "amazon") 
     return amazon_package(rows, out_path, Path(target), channel)
 
 
-def export_manifest(out: str | Path, fmt: str) -> str:
-    """The manifest as CSV or JSON text."""
+_FLAT_COLUMNS = ("tags", "breakpoints", "extra")  # lists and a map: flattened in CSV
+
+
+def export_manifest(out: str | Path, fmt: str, sink: BinaryIO | None = None) -> str | None:
+    """The manifest as CSV or JSON (one object per row), written to `sink` a batch of rows at a
+    time (30 million rows are never held); without a sink, returned as text."""
     import json
 
-    _, rows = _published_rows(out)
-    if fmt == "json":
-        return json.dumps([r.as_dict() for r in rows], indent=1, default=str) + "\n"
     import pyarrow.csv as pacsv
 
-    # CSV has no list or map: tags as "a|b|c", breakpoints as "320|640", extra as JSON
-    table = manifest.to_table(rows)
-    flat = {
-        "tags": ["|".join(r.tags) if r.tags else None for r in rows],
-        "breakpoints": ["|".join(map(str, r.breakpoints)) if r.breakpoints else None
-                        for r in rows],
-        "extra": [json.dumps(r.extra, ensure_ascii=False, sort_keys=True) if r.extra else None
-                  for r in rows],
-    }
-    for name, values in flat.items():
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 pa.array(values, pa.string()))
-    buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer)
-    return buffer.getvalue().decode()
+    if sink is None:
+        buffer = io.BytesIO()
+        export_manifest(out, fmt, buffer)
+        return buffer.getvalue().decode()
+    store = Store(_manifest_folder(out))
+    flat_schema = pa.schema([pa.field(f.name, pa.string()) if f.name in _FLAT_COLUMNS else f
+                             for f in manifest.SCHEMA])
+    writer = None if fmt == "json" else pacsv.CSVWriter(sink, flat_schema)
+    first = True
+    if fmt == "json":
+        sink.write(b"[")
+    for table in _streamed(store):
+        rows = manifest.from_table(table)
+        if fmt == "json":
+            for row in rows:
+                sink.write(b"%s\n %s" % (b"" if first else b",",
+                                         json.dumps(row.as_dict(), default=str).encode()))
+                first = False
+            continue
+        # CSV has no list or map: tags as "a|b|c", breakpoints as "320|640", extra as JSON
+        flat = {
+            "tags": ["|".join(r.tags) if r.tags else None for r in rows],
+            "breakpoints": ["|".join(map(str, r.breakpoints)) if r.breakpoints else None
+                            for r in rows],
+            "extra": [json.dumps(r.extra, ensure_ascii=False, sort_keys=True) if r.extra
+                      else None for r in rows],
+        }
+        for name, values in flat.items():
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     pa.array(values, pa.string()))
+        writer.write_table(table.cast(flat_schema))
+    if fmt == "json":
+        sink.write(b"\n]\n" if not first else b"]\n")
+    else:
+        writer.close()
+    return None
 
 
 def report(out: str | Path, catalog: str | Path | None = None) -> Path:

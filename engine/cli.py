@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -288,14 +288,16 @@ def _report(result: api.RunResult) -> None:
 ROW_KEYS = ("master_id", "channel", "output", "status", "error")
 
 
-def _rows_json(rows: list[api.Row]) -> list[dict]:
-    out = []
+def _rows_json(rows: Iterable[api.Row]) -> list[dict]:
+    return list(_row_items(rows))
+
+
+def _row_items(rows: Iterable[api.Row]) -> Iterator[dict]:
     for row in rows:
         item = {k: getattr(row, k) for k in ROW_KEYS}
         if row.status == "kept":
             item["stale_since"] = row.stale_since
-        out.append(item)
-    return out
+        yield item
 
 
 def _summary_json(result: api.RunResult) -> dict:
@@ -317,6 +319,23 @@ def _summary_json(result: api.RunResult) -> dict:
 
 def _echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def _echo_json_rows(doc: dict[str, Any]) -> None:
+    """_echo_json for a document whose lists of rows may be long (a first night's diff lists
+    every derivative): each row is written as it is read, never all held as dicts at once."""
+    out = click.get_text_stream("stdout")
+    out.write("{")
+    for i, (key, value) in enumerate(doc.items()):
+        out.write(f"{',' if i else ''}\n  {json.dumps(key)}: ")
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            out.write("[")
+            for j, item in enumerate(_row_items(value)):
+                out.write(f"{',' if j else ''}\n    {json.dumps(item, default=str)}")
+            out.write("\n  ]" if value else "]")
+        else:
+            out.write(json.dumps(value, default=str))
+    out.write("\n}\n")
 
 
 def _render(catalog: str, out: str | Path, progress: bool, as_json: bool = False,
@@ -482,9 +501,8 @@ def diff(out, older, newer, as_json) -> None:  # noqa: ANN001
     groups = (("added", change.added), ("rerendered", change.rerendered),
               ("removed", change.removed), ("failed", change.failed))
     if as_json:
-        _echo_json({"older": change.older, "newer": change.newer,
-                    **{title: _rows_json(rows) for title, rows in groups},
-                    "unchanged": change.unchanged})
+        _echo_json_rows({"older": change.older, "newer": change.newer, **dict(groups),
+                         "unchanged": change.unchanged})
         return
     say((f"{change.older or '(nothing)'} -> {change.newer}", "bold"), err=False)
     for title, rows in groups:
@@ -646,11 +664,11 @@ def feed_gallery(out, base_url, fmt, channel, video_channel, output_file) -> Non
 @output_file
 def feed_manifest(out, fmt, output_file) -> None:  # noqa: ANN001
     """The manifest itself, as CSV or JSON."""
-    text = api.export_manifest(out, fmt)
     if output_file is None:
-        click.echo(text, nl=False)
+        api.export_manifest(out, fmt, click.get_binary_stream("stdout"))
     else:
-        output_file.write_text(text)
+        with open(output_file, "wb") as sink:
+            api.export_manifest(out, fmt, sink)
 
 
 @main.command()

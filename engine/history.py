@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 
 from . import manifest, quiet
 from .errors import ConfigError, RemovalRefused
-from .manifest import PUBLISHED, Row, Status
+from .manifest import Row, Status
 from .masters import TOKEN_COLUMNS, is_racy
 from .plan import MasterPlan
+from .rows import TableRows
 from .store import Protected, Store
 
 # The removal guard's default: a nightly catalog change removes a few percent of a store's
@@ -387,10 +388,12 @@ def finish_interrupted(store: Store, committed: str | None, recorded: set[str],
 class RunDiff:
     older: str | None
     newer: str
-    added: list[Row]
-    rerendered: list[Row]
-    removed: list[Row]
-    failed: list[Row]  # failed and kept rows (a kept row failed, and serves its last good file)
+    # Rows as Arrow tables, made Row objects as they are read (TableRows): a first night of
+    # 30 million added rows is listed without holding 30 million Python rows.
+    added: Sequence[Row]
+    rerendered: Sequence[Row]
+    removed: Sequence[Row]
+    failed: Sequence[Row]  # failed and kept rows (a kept row failed, and serves its last good file)
     unchanged: int
 
 
@@ -398,9 +401,11 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
     """Compare two runs' history (default: the latest against the one before it).
 
     What a run did: ok (rendered), skipped, failed, kept, and the stale rows it removed
-    (status `removed`); its rows are rebuilt from the history up to it (replay), since a
-    run's own history file leaves out what it recorded unchanged. A rendered derivative the
-    older run did not have is `added`.
+    (status `removed`). Its own history file holds every row it rendered, failed, kept or
+    removed; the rows it recorded unchanged are a count in that file's metadata
+    (manifest.META_UNCHANGED). A rendered derivative the older run did not publish is `added`:
+    only the rendered rows' keys are looked up in the history up to the older run, so neither
+    run's whole manifest is ever rebuilt.
     """
     store = Store(out)
     ids = manifest.runs(store)
@@ -413,25 +418,80 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
     if older is None and ids.index(newer) > 0:
         older = ids[ids.index(newer) - 1]
 
-    before = ({r.key for r in run_rows(store, older) if r.status in PUBLISHED}
-              if older else set())
-    after = run_rows(store, newer)
-    removed = [r for r in manifest.read_history(store, newer)[0]
-               if r.status == Status.REMOVED]
-    rendered = [r for r in after if r.status == Status.OK]
+    table, meta = manifest.read_history_table(store, newer)
+    status = table.column("status")
+    mine = table.filter(pc.fill_null(pc.equal(table.column("run_id"), newer), False))
+    rendered = mine.filter(pc.equal(mine.column("status"), Status.OK.value))
+    failed = pc.equal(mine.column("status"), Status.FAILED.value)
+    kept = pc.equal(mine.column("status"), Status.KEPT.value)
+    earlier = (_published_keys(store, ids[:ids.index(older) + 1], manifest.row_keys(rendered))
+               if older and rendered.num_rows else pa.array([], pa.string()))
+    was = pc.fill_null(pc.is_in(manifest.row_keys(rendered), value_set=earlier), False)
     return RunDiff(
         older=older, newer=newer,
-        added=[r for r in rendered if r.key not in before],
-        rerendered=[r for r in rendered if r.key in before],
-        removed=removed,
-        failed=[r for r in after if r.status in (Status.FAILED, Status.KEPT)],
-        unchanged=sum(r.status == Status.SKIPPED for r in after),
+        added=TableRows(rendered.filter(pc.invert(was))),
+        rerendered=TableRows(rendered.filter(was)),
+        removed=TableRows(table.filter(pc.fill_null(pc.equal(status, Status.REMOVED.value),
+                                                    False))),
+        # in the order the run wrote them: its own rows, then the ones it kept
+        failed=TableRows(pa.concat_tables([mine.filter(failed), mine.filter(kept)])),
+        unchanged=_unchanged(store, newer, meta, mine),
     )
+
+
+def _published_keys(store: Store, runs: list[str], keys: pa.ChunkedArray) -> pa.Array:
+    """Of `keys` (manifest.row_keys), those whose file was served after the last of `runs`.
+    Each key's latest history row up to then decides (a delta history leaves out a row it
+    recorded unchanged, which keeps whether it is served): the history files are read newest
+    first, a few columns a batch at a time, until every key is found."""
+    open_keys = pc.unique(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
+    served: list[pa.Array] = []
+    columns = ["master_id", "channel", "output", "status", "path"]
+    for run in reversed(runs):
+        found = []
+        for batch in manifest.iter_tables(store, relative=manifest.history_path(run),
+                                          columns=columns):
+            mine = batch.filter(pc.fill_null(pc.is_in(manifest.row_keys(batch),
+                                                      value_set=open_keys), False))
+            if mine.num_rows:
+                found.append(mine)
+        if not found:
+            continue
+        rows = pa.concat_tables(found)
+        row_keys = manifest.row_keys(rows)
+        served.append(row_keys.filter(manifest.published_mask(rows)).combine_chunks())
+        open_keys = open_keys.filter(pc.invert(pc.is_in(open_keys, value_set=row_keys)))
+        if not len(open_keys):
+            break
+    return pa.concat_arrays(served) if served else pa.array([], pa.string())
+
+
+def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], mine: pa.Table) -> int:
+    """How many rows `run` recorded `skipped`: its history's count; for a history written
+    before the count, its own rows (a full history), the manifest it committed while it is the
+    last, else the history replayed up to it."""
+    recorded = manifest.meta_value(meta, manifest.META_UNCHANGED)
+    if recorded is not None:
+        return int(recorded)
+    def skipped(table: pa.Table) -> int:
+        return pc.sum(pc.and_(pc.equal(table.column("run_id"), run),
+                              pc.equal(table.column("status"), Status.SKIPPED.value))).as_py() or 0
+    if manifest.meta_value(meta, manifest.META_HISTORY) != manifest.HISTORY_DELTA:
+        return skipped(mine)
+    try:
+        last = manifest.meta_value(manifest.read_meta(store), manifest.META_RUN)
+    except ConfigError:  # a corrupt manifest: the history alone still tells
+        last = None
+    if last == run:
+        return sum(skipped(t) for t in manifest.iter_tables(store, columns=["run_id", "status"]))
+    state, _ = _replayed(store, until=run)
+    return sum(r.run_id == run and r.status == Status.SKIPPED for r in state.values())
 
 
 def run_rows(store: Store, run: str) -> list[Row]:
     """Every row a run wrote (not those it removed): its rows in the manifest it committed,
-    rebuilt from the history up to it; from the manifest itself while that run is the last."""
+    rebuilt from the history up to it; from the manifest itself while that run is the last.
+    Python rows of a whole run: for tests and small outputs (`diff` reads tables instead)."""
     try:
         last = manifest.meta_value(manifest.read_meta(store), manifest.META_RUN)
     except ConfigError:  # a corrupt manifest: the history alone still tells

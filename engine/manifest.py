@@ -42,6 +42,9 @@ META_CATALOG = b"fanout.catalog"
 META_HISTORY = b"fanout.history"
 HISTORY_DELTA = "delta"
 META_CHANNELS = b"fanout.channels"
+# How many rows the run recorded `skipped` (a delta history leaves them out): `fanout diff`
+# reports any run's unchanged count without rebuilding the manifest it committed.
+META_UNCHANGED = b"fanout.unchanged"
 
 __all__ = ["PUBLISHED", "SCHEMA", "Row", "Status", "from_table", "to_table"]  # re-exported
 
@@ -100,14 +103,17 @@ def batches(parquet: pq.ParquetFile, columns: list[str] | None = None,
                                         columns=columns, use_threads=False)
 
 
-def iter_tables(store: Store, batch_rows: int = 1 << 16) -> Iterator[pa.Table]:
-    """The manifest a batch of rows at a time (SCHEMA's columns): what reads it whole at a
-    million masters (30 million rows) streams it instead. Nothing when there is none."""
-    if store.size(MANIFEST_NAME) is None:
+def iter_tables(store: Store, batch_rows: int = 1 << 16, relative: str = MANIFEST_NAME,
+                columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The manifest (or a history file) a batch of rows at a time, in SCHEMA's columns or only
+    `columns`: what reads it whole at a million masters (30 million rows) streams it instead.
+    Nothing when there is none."""
+    if store.size(relative) is None:
         return
-    with store.fs.open(store.path(MANIFEST_NAME), "rb") as fh:
-        for batch in batches(pq.ParquetFile(fh), batch_rows=batch_rows):
-            yield conform(pa.Table.from_batches([batch]))
+    with store.fs.open(store.path(relative), "rb") as fh:
+        for batch in batches(pq.ParquetFile(fh), columns, batch_rows):
+            table = pa.Table.from_batches([batch])
+            yield conform(table) if columns is None else table
 
 
 def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:
@@ -117,11 +123,17 @@ def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:
 
 def read_history(store: Store, run_id: str) -> tuple[list[Row], dict[bytes, bytes]]:
     """A run's history file: its rows and its metadata ({} for an older, full history)."""
+    table, meta = read_history_table(store, run_id)
+    return from_table(table), meta
+
+
+def read_history_table(store: Store, run_id: str) -> tuple[pa.Table, dict[bytes, bytes]]:
+    """read_history's rows as an Arrow table (a first night's history holds every row)."""
     data = store.read(history_path(run_id))
     if data is None:
-        return [], {}
+        return SCHEMA.empty_table(), {}
     table = _read_parquet(data)
-    return from_table(conform(table)), dict(table.schema.metadata or {})
+    return conform(table), dict(table.schema.metadata or {})
 
 
 def runs(store: Store) -> list[str]:

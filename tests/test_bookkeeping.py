@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import assert_consistent, load, read
 
-from engine import api, masters
+from engine import api, history, masters
 from engine.cli import main
 from engine.masters import COARSE_NS, FINE_NS, change_token, is_racy
 
@@ -273,6 +273,7 @@ def test_a_no_change_night_writes_a_run_record_and_no_rows(night):
     assert record.num_rows == 0 and first_rows == len(again.rows) > 0
     meta = record.schema.metadata
     assert meta[b"fanout.history"] == b"delta" and json.loads(meta[b"fanout.channels"]) == ["email"]
+    assert int(meta[b"fanout.unchanged"]) == len(again.rows)  # every row, recorded skipped
     change = api.diff(out)
     assert change.newer == again.run_id
     assert change.unchanged == len(again.rows)
@@ -283,7 +284,7 @@ def _rows_by_key(table: pa.Table) -> dict[tuple, dict]:
     return {(r["master_id"], r["channel"], r["output"]): r for r in table.to_pylist()}
 
 
-def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path):
+def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path, monkeypatch):
     folder, out = night
     runs = [api.diff(out).newer]
     runs.append(api.render(folder, out, channels=CHANNELS).run_id)  # nothing changed
@@ -294,19 +295,32 @@ def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path):
     runs.append(api.render(folder, out, channels=["email", "instagram"]).run_id)  # one added
     runs.append(api.render(folder, out, channels=CHANNELS).run_id)  # instagram carried
 
+    third_rows = third.rows  # rebuilt from the history (a later run committed since)
+    # diff reads each run's history file and looks the rendered keys up in the ones before:
+    # it never rebuilds a whole manifest from the history (a million masters' rows)
+    monkeypatch.setattr(history, "_replayed", lambda *a, **k: pytest.fail("replayed"))
     change = api.diff(out, older=runs[1], newer=runs[2])
     assert {r.master_id for r in change.rerendered} == {"a"} and not change.added
     assert {r.master_id for r in change.removed} == {"c"}
-    assert change.unchanged == len([r for r in third.rows if r.master_id == "b"])
+    assert change.unchanged == len([r for r in third_rows if r.master_id == "b"])
     early = api.diff(out, older=runs[0], newer=runs[1])
     assert not (early.added or early.rerendered or early.removed or early.failed)
     assert early.unchanged == history_file(out, runs[0]).num_rows
     added = api.diff(out, older=runs[2], newer=runs[3])
     assert {r.channel for r in added.added} == {"instagram"} and not added.rerendered
-    assert added.unchanged == len(third.rows)
+    assert added.unchanged == len(third_rows)
     # every run's rows, rebuilt from the deltas, are what the manifest said after it
     latest = api.diff(out)
     assert latest.unchanged == sum(r["channel"] == "email" for r in read(out).to_pylist())
+    monkeypatch.undo()
+    # histories written before the unchanged count: the same answers, found the long way
+    every = [_diff_facts(api.diff(out, older=a, newer=b)) for a, b in zip(runs, runs[1:])]
+    for run in runs:
+        path = out / "_runs" / f"{run}.parquet"
+        table = pq.read_table(path)
+        meta = {k: v for k, v in table.schema.metadata.items() if k != b"fanout.unchanged"}
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    assert [_diff_facts(api.diff(out, older=a, newer=b)) for a, b in zip(runs, runs[1:])] == every
 
     manifest_rows = _rows_by_key(read(out))
     (out / "manifest.parquet").write_bytes(b"")  # lost
@@ -314,6 +328,12 @@ def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path):
     assert last == runs[-1] and rows == len(manifest_rows)
     assert _rows_by_key(read(out)) == manifest_rows  # every column, every status and run id
     assert_consistent(out)
+
+
+def _diff_facts(change: history.RunDiff) -> dict:
+    groups = ("added", "rerendered", "removed", "failed")
+    return {"unchanged": change.unchanged,
+            **{g: sorted(r.key for r in getattr(change, g)) for g in groups}}
 
 
 def test_diff_reads_the_deltas_when_the_manifest_is_corrupt(night):
