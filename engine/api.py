@@ -34,6 +34,7 @@ from .store import Protected, Store, is_url, write_atomic
 
 if TYPE_CHECKING:
     from .job import JobSettings
+    from .publish.report import Totals
 
 __all__ = ["RunDiff", "diff"]
 
@@ -600,11 +601,11 @@ def _manifest_folder(out: str | Path) -> Path:
     return out_path
 
 
-def _streamed(store: Store) -> Iterator[pa.Table]:
+def _streamed(store: Store, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """manifest.iter_tables; a manifest that cannot be read says how to recover it."""
     manifest.read_meta(store)  # the footer: a truncated file stops here, with the way out
     try:
-        yield from manifest.iter_tables(store)
+        yield from manifest.iter_tables(store, columns=columns)
     except (pa.ArrowException, OSError, ValueError):
         manifest.read_state(store)  # raises CorruptManifest
         raise
@@ -700,28 +701,122 @@ def export_manifest(out: str | Path, fmt: str, sink: BinaryIO | None = None) -> 
     return None
 
 
-def report(out: str | Path, catalog: str | Path | None = None) -> Path:
-    """Write OUT/report.html: the contact sheet of every derivative in the manifest, and the
-    editor's loop. `catalog` (the listing or folder OUT was rendered from; by default the one
-    the last run recorded, when it is still there) lets the page start from the catalog's crops
-    file and name the file it saves."""
+REPORT_MASTERS = 1000  # masters one page shows by default (each a thumbnail of its master)
+
+
+def report(out: str | Path, catalog: str | Path | None = None, *,
+           channels: Iterable[str] = (), statuses: Iterable[str] = (),
+           master: str | None = None, limit: int | None = REPORT_MASTERS,
+           on_info: Callable[[str], None] | None = None) -> Path:
+    """Write OUT/report.html: the contact sheet of OUT's derivatives, and the editor's loop.
+    `catalog` (the listing or folder OUT was rendered from; by default the one the last run
+    recorded, when it is still there) lets the page start from the catalog's crops file and
+    name the file it saves.
+
+    The page shows the rows of the given channels and statuses (default: all) of the masters
+    whose id matches `master` (a glob: SHOE-*), at most `limit` masters (None: every one),
+    those with a failed or kept derivative first; its header counts the whole manifest. The
+    manifest is read twice, a batch of a few columns at a time, and only the shown masters'
+    rows become Python rows: a million masters' manifest makes a page of the first thousand.
+    """
     from .publish.editor import read_sidecar
     from .publish.report import render_report
 
-    out_path, rows = _published_rows(out)
+    out_path = _manifest_folder(out)
+    store = Store(out_path)
+    totals, rows, note = _report_rows(store, set(channels), set(statuses), master, limit)
+    if note and on_info is not None:
+        on_info(note)
     if catalog is None:
-        recorded = manifest.meta_value(manifest.read_meta(Store(out_path)), manifest.META_CATALOG)
+        recorded = manifest.meta_value(manifest.read_meta(store), manifest.META_CATALOG)
         if recorded and (is_url(recorded) or Path(recorded).exists()):
             catalog = recorded
     sidecar = read_sidecar(catalog, exclude=out_path)
     try:
-        presets = _config_for(Store(out_path), None, False, lambda message: None).presets
+        presets = _config_for(store, None, False, lambda message: None).presets
     except ConfigError:  # a missing snapshot: the rows' own sizes are enough to draw them
         presets = {}
     target = out_path / "report.html"
     write_atomic(target, render_report(rows, f"fanout report: {out_path.name}", sidecar,
-                                       presets).encode())
+                                       presets, totals, note).encode())
     return target
+
+
+def _report_rows(store: Store, channels: set[str], statuses: set[str], master: str | None,
+                 limit: int | None) -> tuple[Totals, list[Row], str | None]:
+    """(the whole manifest's totals, the rows the report shows, a note when it shows a part)."""
+    from .publish.report import Totals
+
+    totals = Totals()
+    ids: set[str] = set()  # every master (the header's count)
+    matching: set[str] = set()  # masters with a row the filters keep
+    runs: set[str] = set()
+    chans: set[str] = set()
+    # the first `limit` matching masters with a failed or kept row, and without, in order
+    troubled: dict[str, None] = {}
+    others: dict[str, None] = {}
+    cap = float("inf") if limit is None else limit
+
+    def wanted(table: pa.Table) -> pa.ChunkedArray:
+        mask = pc.is_valid(table.column("master_id"))
+        if channels:  # a master-level failure (no channel) concerns every channel
+            mask = pc.and_(mask, pc.or_(pc.is_null(table.column("channel")), pc.is_in(
+                table.column("channel"), value_set=pa.array(sorted(channels), pa.string()))))
+        if statuses:
+            mask = pc.and_(mask, pc.is_in(table.column("status"),
+                                          value_set=pa.array(sorted(statuses), pa.string())))
+        if master:
+            mask = pc.and_(mask, pc.match_substring_regex(table.column("master_id"),
+                                                          _glob_regex(master)))
+        return pc.fill_null(mask, False)
+
+    for table in _streamed(store, ["master_id", "channel", "status", "run_id"]):
+        totals.rows += table.num_rows
+        counts = pc.value_counts(table.column("status"))
+        totals.statuses.update(dict(zip(counts.field("values").to_pylist(),
+                                        counts.field("counts").to_pylist(), strict=True)))
+        for column, into in (("master_id", ids), ("run_id", runs), ("channel", chans)):
+            into.update(pc.unique(table.column(column)).drop_null().to_pylist())
+        chosen = table.filter(wanted(table))
+        matching.update(pc.unique(chosen.column("master_id")).to_pylist())
+        bad = pc.fill_null(pc.is_in(chosen.column("status"),
+                                    value_set=pa.array([Status.FAILED.value, Status.KEPT.value])),
+                           False)
+        for mask, into in ((bad, troubled), (pc.invert(bad), others)):
+            for m in pc.unique(chosen.filter(mask).column("master_id")).to_pylist():
+                if len(into) >= cap:
+                    break
+                into.setdefault(m)
+    totals.masters = len(ids)
+    totals.runs, totals.channels = sorted(runs), sorted(chans)
+    shown = [*troubled, *(m for m in others if m not in troubled)]
+    shown = shown if limit is None else shown[:limit]
+    rows: list[Row] = []
+    if shown:
+        keep = pa.array(sorted(shown), pa.string())
+        parts = [t.filter(pc.and_(wanted(t), pc.fill_null(
+            pc.is_in(t.column("master_id"), value_set=keep), False))) for t in _streamed(store)]
+        rows = manifest.from_table(pa.concat_tables(parts))
+    filters = "; ".join(f for f in (
+        f"channel {', '.join(sorted(channels))}" if channels else "",
+        f"status {', '.join(sorted(statuses))}" if statuses else "",
+        f"master {master}" if master else "") if f)
+    if not filters and len(rows) == totals.rows:
+        return totals, rows, None
+    note = (f"showing {len(rows)} of {totals.rows} derivatives, {len(shown)} of "
+            f"{len(matching)} masters" + (f" matching {filters}" if filters else ""))
+    if len(shown) < len(matching):
+        note += (f": the first {limit}, those with a failure first (narrow it with --channel, "
+                 "--status or --master, or raise --limit)")
+    return totals, rows, note
+
+
+def _glob_regex(pattern: str) -> str:
+    """A glob (* any run, ? one character) as an anchored RE2 regex for Arrow."""
+    import re
+
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return f"^{body}$"
 
 
 def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "web",

@@ -677,10 +677,22 @@ def feed_manifest(out, fmt, output_file) -> None:  # noqa: ANN001
         help="The listing or folder OUT was rendered from (default: the one the last run "
              "recorded): the editor's loop starts from its crops file and names the file it "
              "saves.")
-def report(out, catalog) -> None:  # noqa: ANN001
-    """Write OUT/report.html: a contact sheet of every derivative, with filters, and the
-    editor's loop (focal points and crop boxes, saved as the catalog's crops file)."""
-    say(f"report: {api.report(out, catalog)}", err=False)
+@option("--channel", "channels", multiple=True, metavar="CHANNEL",
+        help="Only these channels' derivatives (repeat for several).")
+@option("--status", "statuses", multiple=True,
+        type=click.Choice(["ok", "skipped", "kept", "failed", "n/a"]),
+        help="Only derivatives with these statuses (repeat for several).")
+@option("--master", metavar="GLOB", help="Only masters whose id matches, e.g. 'SHOE-*'.")
+@option("--limit", type=click.IntRange(min=0), default=api.REPORT_MASTERS, show_default=True,
+        help="At most this many masters, those with a failure first (0: every master).")
+def report(out, catalog, channels, statuses, master, limit) -> None:  # noqa: ANN001
+    """Write OUT/report.html: a contact sheet of OUT's derivatives, with filters, and the
+    editor's loop (focal points and crop boxes, saved as the catalog's crops file).
+
+    The header counts the whole manifest; the page shows the masters the options select."""
+    target = api.report(out, catalog, channels=channels, statuses=statuses, master=master,
+                        limit=limit or None, on_info=lambda message: say(message))
+    say(f"report: {target}", err=False)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ an editor sets focal points and crop boxes and saves the catalog's crops file.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import quote
 
@@ -100,17 +101,35 @@ def _card(row: Row, poster: str | None) -> str:
             f"</figcaption></figure>")
 
 
+@dataclass
+class Totals:
+    """What the whole manifest holds (the header's counts), whichever rows the page shows."""
+
+    rows: int = 0
+    masters: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    channels: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> Totals:
+        return cls(len(rows), len({r.master_id for r in rows}), Counter(r.status for r in rows),
+                   sorted({r.channel for r in rows if r.channel}),
+                   sorted({r.run_id for r in rows if r.run_id}))
+
+
 def render_report(rows: list[Row], title: str = "fanout report",
                   sidecar: editor.Sidecar | None = None,
-                  presets: dict[str, Preset] | None = None) -> str:
+                  presets: dict[str, Preset] | None = None, totals: Totals | None = None,
+                  note: str | None = None) -> str:
     """The page. `sidecar`: the catalog's crops file the editor starts from (none: the page
     saves only what is chosen on it); `presets`: the configuration OUT was made with, which
-    says each output's fit and size even where its row failed."""
+    says each output's fit and size even where its row failed; `totals`: the whole manifest's
+    counts when `rows` are a selection of it, which `note` explains."""
     sidecar = sidecar or editor.Sidecar()
+    totals = totals or Totals.of(rows)
     editable = []
-    counts = Counter(r.status for r in rows)
-    channels = sorted({r.channel for r in rows if r.channel})
-    runs = sorted({r.run_id for r in rows if r.run_id})
+    counts, channels, runs = totals.statuses, totals.channels, totals.runs
     by_master: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         by_master[r.master_id].append(r)
@@ -146,8 +165,8 @@ def render_report(rows: list[Row], title: str = "fanout report",
 </head>
 <body><header><h1>{escape(title)}</h1>
 <p class="counts">{escape(", ".join(runs) or "no run")}:
-<span><b id="total-count">{len(rows)}</b> derivatives</span>
-<span><b id="master-count">{len(by_master)}</b> masters</span>
+<span><b id="total-count">{totals.rows}</b> derivatives</span>
+<span><b id="master-count">{totals.masters}</b> masters</span>
 <span class="status-ok"><b id="ok-count">{counts.get("ok", 0)}</b> ok</span>
 <span class="status-skipped"><b id="skipped-count">{counts.get("skipped", 0)}</b> skipped</span>
 <span class="status-kept"><b id="kept-count">{counts.get("kept", 0)}</b> kept (failed, last good
@@ -155,7 +174,8 @@ file served)</span>
 <span class="status-failed"><b id="failed-count">{counts.get("failed", 0)}</b> failed</span></p>
 <label>Channel <select id="channel-filter"><option value="">all</option>{options}</select></label>
 <label>Status <select id="status-filter"><option value="">all</option>{statuses}</select></label>
-<span>showing <b id="shown-count">{len(rows)}</b></span>{editor.save_bar(sidecar)}</header>
+<span>showing <b id="shown-count">{len(rows)}</b></span>{editor.save_bar(sidecar)}
+{f'<p class="note" id="selection-note">{escape(note)}</p>' if note else ""}</header>
 <main>{"".join(sections)}</main>{editor.editor_json(editable, sidecar)}
 <script>{SCRIPT}</script><script>{editor.SCRIPT}</script></body></html>
 """
