@@ -656,6 +656,26 @@ def amazon_export(out: str | Path, target: str | Path, channel: str = "amazon") 
 _FLAT_COLUMNS = ("tags", "breakpoints", "extra")  # lists and a map: flattened in CSV
 
 
+def _flat(table: pa.Table) -> pa.Table:
+    """CSV has no list or map: tags as "a|b|c", breakpoints as "320|640" (Arrow kernels, a
+    batch at a time), extra as JSON (Python, only for the rows that have it)."""
+    import json
+
+    for name in ("tags", "breakpoints"):
+        column = table.column(name)
+        joined = pc.binary_join(pc.cast(column, pa.list_(pa.string())), "|")
+        empty = pc.fill_null(pc.equal(pc.list_value_length(column), 0), False)
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pc.if_else(empty, pa.scalar(None, pa.string()), joined))
+    extra = table.column("extra")
+    texts = [None] * len(extra)
+    for i in pc.indices_nonzero(pc.is_valid(extra)).to_pylist():
+        pairs = extra[i].as_py()
+        texts[i] = json.dumps(dict(pairs), ensure_ascii=False, sort_keys=True) if pairs else None
+    return table.set_column(table.schema.get_field_index("extra"), "extra",
+                            pa.array(texts, pa.string()))
+
+
 def export_manifest(out: str | Path, fmt: str, sink: BinaryIO | None = None) -> str | None:
     """The manifest as CSV or JSON (one object per row), written to `sink` a batch of rows at a
     time (30 million rows are never held); without a sink, returned as text."""
@@ -675,25 +695,13 @@ def export_manifest(out: str | Path, fmt: str, sink: BinaryIO | None = None) -> 
     if fmt == "json":
         sink.write(b"[")
     for table in _streamed(store):
-        rows = manifest.from_table(table)
         if fmt == "json":
-            for row in rows:
+            for row in manifest.from_table(table):
                 sink.write(b"%s\n %s" % (b"" if first else b",",
                                          json.dumps(row.as_dict(), default=str).encode()))
                 first = False
             continue
-        # CSV has no list or map: tags as "a|b|c", breakpoints as "320|640", extra as JSON
-        flat = {
-            "tags": ["|".join(r.tags) if r.tags else None for r in rows],
-            "breakpoints": ["|".join(map(str, r.breakpoints)) if r.breakpoints else None
-                            for r in rows],
-            "extra": [json.dumps(r.extra, ensure_ascii=False, sort_keys=True) if r.extra
-                      else None for r in rows],
-        }
-        for name, values in flat.items():
-            table = table.set_column(table.schema.get_field_index(name), name,
-                                     pa.array(values, pa.string()))
-        writer.write_table(table.cast(flat_schema))
+        writer.write_table(_flat(table).cast(flat_schema))
     if fmt == "json":
         sink.write(b"\n]\n" if not first else b"]\n")
     else:

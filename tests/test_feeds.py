@@ -116,6 +116,20 @@ def test_manifest_exports_as_csv_and_json(shop):
     assert "recipe_hash" in table[0] and "render_ms" in rows[0]
 
 
+def test_manifest_csv_flattens_lists_and_maps_a_batch_at_a_time():
+    from engine.api import _flat
+    from engine.manifest import to_table
+    from engine.rows import Row
+
+    base = {"run_id": "r", "master_id": "m", "master_path": "p", "status": "ok"}
+    rows = [Row(**base, tags=["a", "b"], breakpoints=[320, 640], extra={"z": "1", "a": "é"}),
+            Row(**base, tags=[], breakpoints=[], extra={}), Row(**base)]
+    flat = _flat(to_table(rows))
+    assert flat.column("tags").to_pylist() == ["a|b", None, None]
+    assert flat.column("breakpoints").to_pylist() == ["320|640", None, None]
+    assert flat.column("extra").to_pylist() == ['{"a": "é", "z": "1"}', None, None]
+
+
 def manifest_rows(out: Path) -> list:
     from engine.manifest import read_rows
     from engine.store import Store
