@@ -24,6 +24,10 @@ masters that are not quiet), settling and writing (history and manifest), bytes 
 OUT (manifest, history) and bytes of masters read. The parent stops a night whose machine runs
 short of memory (MemAvailable under --min-free-gib) and says so. The last line is one JSON
 object for the largest N.
+
+After the nights, what reads OUT at that scale runs as real `fanout` processes (READERS):
+`diff --json` of the last night against the first (whose history holds every row), the
+manifest exported as CSV, and the report page; wall time and peak RSS of each.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ OUTPUTS = 30
 CHUNK = 20_000  # masters per batch while building the synthetic state
 SCENARIOS = ("no_change", "left_1pct", "changed_1pct")
 JPEG_MAGIC = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+PREVIOUS_RUN = "20261127T010000000000Z-bench0"  # the run the synthetic manifest commits
 
 
 # -- the synthetic state ----------------------------------------------------------------------
@@ -126,9 +131,8 @@ def build_manifest(path: Path, root: Path, n: int, config: Path, run_id: str,
     each master's plan digest and the channel's fingerprint, as a run would record them."""
     from engine import api, manifest, masters, quiet
     from engine.catalog import load_catalog
-    from engine.spec import load_config
-
     from engine.rows import SCHEMA
+    from engine.spec import load_config
 
     derivatives = sample_derivatives(config)
     cfg = load_config(config)
@@ -210,8 +214,7 @@ def setup(n: int, root: Path) -> dict[str, Any]:
     write_listing(root / "listing.parquet", masters, range(n))
     left = set(range(0, n, 100))  # 1% leave the catalog
     write_listing(root / "listing-left.parquet", masters, [i for i in range(n) if i not in left])
-    run_id = "20261127T010000000000Z-bench0"
-    build_manifest(root / "previous.parquet", masters, n, config, run_id, time.time_ns(),
+    build_manifest(root / "previous.parquet", masters, n, config, PREVIOUS_RUN, time.time_ns(),
                    root / "listing.parquet")
     info = {"n": n, "setup_s": round(time.perf_counter() - start, 1),
             "previous_manifest_bytes": (root / "previous.parquet").stat().st_size}
@@ -402,12 +405,13 @@ def _reached(root: Path, scenario: str) -> str:
     return done.read_text().strip().replace("\n", "; ") if done.exists() else "no phase finished"
 
 
-def run_child(root: Path, scenario: str, min_free: float,
-              limit_s: float | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.bookkeeping", "--night", scenario,
-           "--root", str(root)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    low, peak_kb = None, 0
+def watch(cmd: list[str], min_free: float, limit_s: float | None = None,
+          stdout: Any = subprocess.PIPE) -> dict[str, Any]:  # noqa: ANN401
+    """Run `cmd`, watching its peak RSS (VmHWM) and the machine's available memory: killed when
+    that falls under `min_free` GiB or it runs past `limit_s`. Its stdout, wall time, peak
+    RSS, exit code, and why it was stopped (None when it finished)."""
+    proc = subprocess.Popen(cmd, stdout=stdout, text=True)
+    low, peak_kb, stopped = None, 0, None
     start = time.perf_counter()
     while proc.poll() is None:
         with contextlib.suppress(OSError), open(f"/proc/{proc.pid}/status") as fh:
@@ -421,20 +425,79 @@ def run_child(root: Path, scenario: str, min_free: float,
             break
         if limit_s is not None and time.perf_counter() - start > limit_s:
             proc.kill()
-            proc.communicate()
-            return {"scenario": scenario, "phases_done": _reached(root, scenario),
-                    "stopped": f"stopped at the time limit of {limit_s:.0f} s (--limit-s), "
-                    f"unfinished; client RSS had reached {peak_kb / 1024:.0f} MiB"}
-        time.sleep(0.5)
-    stdout, _ = proc.communicate()
+            stopped = (f"stopped at the time limit of {limit_s:.0f} s (--limit-s), unfinished; "
+                       f"its RSS had reached {peak_kb / 1024:.0f} MiB")
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
     if low is not None:
+        stopped = (f"killed after {wall:.0f} s: the machine's available memory fell to "
+                   f"{low:.1f} GiB (limit {min_free} GiB); its RSS had reached "
+                   f"{peak_kb / 1024:.0f} MiB")
+    return {"stdout": out or "", "wall_s": round(wall, 2), "peak_rss_mb": round(peak_kb / 1024),
+            "rc": proc.returncode, "stopped": stopped}
+
+
+def run_child(root: Path, scenario: str, min_free: float,
+              limit_s: float | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.bookkeeping", "--night", scenario,
+           "--root", str(root)]
+    run = watch(cmd, min_free, limit_s)
+    if run["stopped"]:
         return {"scenario": scenario, "phases_done": _reached(root, scenario),
-                "stopped": f"killed after {time.perf_counter() - start:.0f} s: the machine's "
-                f"available memory fell to {low:.1f} GiB (limit {min_free} GiB); client RSS "
-                f"had reached {peak_kb / 1024:.0f} MiB"}
-    if proc.returncode:
-        return {"scenario": scenario, "stopped": f"exit code {proc.returncode}"}
-    return json.loads(stdout.strip().splitlines()[-1])
+                "stopped": run["stopped"].replace("its RSS", "client RSS")}
+    if run["rc"]:
+        return {"scenario": scenario, "stopped": f"exit code {run['rc']}"}
+    return json.loads(run["stdout"].strip().splitlines()[-1])
+
+
+# What reads OUT after a night, at scale: `fanout diff` (the last night against the first, whose
+# history holds every row: the rendered rows' keys are looked up in it), the manifest exported
+# as CSV, the report page (its default selection). Each a real `fanout` process, output
+# thrown away.
+READERS = {
+    "diff": ["diff", "{out}", "--json"],
+    "export_csv": ["feed", "manifest", "{out}"],
+    "report": ["report", "{out}"],
+}
+
+
+# `fanout ARGS...` that writes its own peak RSS (VmHWM) to PEAK_FILE as it exits: the parent's
+# sampling misses a short process's peak, and getrusage's ru_maxrss for a child counts the
+# parent's memory it was forked from.
+PEAK_WRAPPER = """
+import atexit, sys
+def peak():
+    with open("/proc/self/status") as fh:
+        hwm = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open(sys.argv[1], "w") as fh:
+        fh.write(hwm)
+atexit.register(peak)
+sys.argv = ["fanout", *sys.argv[2:]]
+from engine.cli import main
+main()
+"""
+
+
+def run_readers(root: Path, min_free: float, limit_s: float | None) -> dict[str, Any]:
+    out = root / "out"
+    first = out / "_runs" / f"{PREVIOUS_RUN}.parquet"  # the synthetic first night's history
+    shutil.copyfile(root / "previous.parquet", first)
+    found: dict[str, Any] = {}
+    for name, args in READERS.items():
+        peak_file = root / f"peak-{name}.txt"
+        peak_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file),
+               *(a.format(out=out) for a in args)]
+        run = watch(cmd, min_free, limit_s, stdout=subprocess.DEVNULL)
+        if peak_file.exists():
+            run["peak_rss_mb"] = round(int(peak_file.read_text()) / 1024)
+        found[name] = {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
+                       **({"stopped": run["stopped"]} if run["stopped"] else {}),
+                       **({"exit_code": run["rc"]} if run["rc"] and not run["stopped"] else {})}
+    first.unlink()
+    return found
 
 
 def main() -> None:
@@ -469,6 +532,10 @@ def main() -> None:
             print(f"  {json.dumps(result)}", flush=True)
             if "stopped" in result:
                 break
+        readers = {}
+        if nights and not any("stopped" in r for r in nights.values()):
+            readers = run_readers(root, args.min_free_gib, args.limit_s)
+            print(f"  readers: {json.dumps(readers)}", flush=True)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
         else:
@@ -483,7 +550,10 @@ def main() -> None:
             "history_bytes_no_change": no_change.get("history_bytes"),
             "manifest_bytes_no_change": no_change.get("manifest_bytes"),
             "master_bytes_read_no_change": no_change.get("master_bytes_read"),
-            "stopped": {s: r["stopped"] for s, r in nights.items() if "stopped" in r} or None,
+            **{f"{name}_s": r["wall_s"] for name, r in readers.items()},
+            **{f"{name}_peak_rss_mb": r["peak_rss_mb"] for name, r in readers.items()},
+            "stopped": {s: r["stopped"] for s, r in {**nights, **readers}.items()
+                        if "stopped" in r} or None,
         }
     print(json.dumps(last))
 
