@@ -244,19 +244,22 @@ def test_a_new_output_renders_only_itself_and_reads_its_master(night, counted, t
 
 @pytest.mark.slow
 def test_the_bookkeeping_benchmark_runs_and_reports(tmp_path, monkeypatch):
-    """A small N through the benchmark's three nights; its last line is the JSON summary."""
+    """A small N through the benchmark's three nights, with real output files, and its
+    readers (diff, the CSV export, the report); its last line is the JSON summary."""
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bookkeeping", "--masters", "200"],
+        [sys.executable, "-m", "benchmarks.bookkeeping", "--masters", "200", "--outputs"],
         capture_output=True, text=True, timeout=600, check=True,
         cwd=Path(__file__).resolve().parents[1])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["masters"] == 200 and summary["stopped"] is None
     assert summary["master_bytes_read_no_change"] == 0
     assert summary["history_bytes_no_change"] > 0
-    for key in ("client_peak_rss_mb", "no_change_s", "changed_1pct_s", "left_1pct_s"):
+    for key in ("client_peak_rss_mb", "no_change_s", "changed_1pct_s", "left_1pct_s",
+                "diff_s", "export_csv_s", "report_s", "diff_peak_rss_mb"):
         assert summary[key] > 0
+    assert summary["output_files"] is True
 
 
 # -- history that grows with what changed ------------------------------------------------------
