@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -418,7 +419,8 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
     if older is None and ids.index(newer) > 0:
         older = ids[ids.index(newer) - 1]
 
-    table, meta = manifest.read_history_table(store, newer)
+    with _readable(store, newer):
+        table, meta = manifest.read_history_table(store, newer)
     status = table.column("status")
     mine = table.filter(pc.fill_null(pc.equal(table.column("run_id"), newer), False))
     rendered = mine.filter(pc.equal(mine.column("status"), Status.OK.value))
@@ -449,12 +451,13 @@ def _published_keys(store: Store, runs: list[str], keys: pa.ChunkedArray) -> pa.
     columns = ["master_id", "channel", "output", "status", "path"]
     for run in reversed(runs):
         found = []
-        for batch in manifest.iter_tables(store, relative=manifest.history_path(run),
-                                          columns=columns):
-            mine = batch.filter(pc.fill_null(pc.is_in(manifest.row_keys(batch),
-                                                      value_set=open_keys), False))
-            if mine.num_rows:
-                found.append(mine)
+        with _readable(store, run):
+            for batch in manifest.iter_tables(store, relative=manifest.history_path(run),
+                                              columns=columns):
+                mine = batch.filter(pc.fill_null(pc.is_in(manifest.row_keys(batch),
+                                                          value_set=open_keys), False))
+                if mine.num_rows:
+                    found.append(mine)
         if not found:
             continue
         rows = pa.concat_tables(found)
@@ -464,6 +467,17 @@ def _published_keys(store: Store, runs: list[str], keys: pa.ChunkedArray) -> pa.
         if not len(open_keys):
             break
     return pa.concat_arrays(served) if served else pa.array([], pa.string())
+
+
+@contextmanager
+def _readable(store: Store, run: str) -> Iterator[None]:
+    """A run's history file that cannot be read stops `diff` with its name and the reason."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        where = store.path(manifest.history_path(run))
+        raise ConfigError(f"{where}: cannot read this run's history "
+                          f"({str(exc).splitlines()[0]})") from None
 
 
 def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], mine: pa.Table) -> int:

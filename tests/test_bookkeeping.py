@@ -333,6 +333,18 @@ def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path, monke
     assert_consistent(out)
 
 
+def test_diff_names_a_history_file_it_cannot_read(night):
+    folder, out = night
+    write_master(folder / "a.tif", flip=True)  # a re-rendered: its keys are looked up
+    api.render(folder, out, channels=CHANNELS)
+    first = out / "_runs" / f"{api.diff(out).older}.parquet"
+    first.write_bytes(b"not parquet")
+    result = CliRunner().invoke(main, ["diff", str(out)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(first) in lines[0] and "cannot read" in lines[0]
+
+
 def _diff_facts(change: history.RunDiff) -> dict:
     groups = ("added", "rerendered", "removed", "failed")
     return {"unchanged": change.unchanged,
