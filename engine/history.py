@@ -83,7 +83,8 @@ def outputs_stand(store: Store, rows: pa.Table) -> pa.Array:
     that stand for no file (`n/a`)."""
     paths = rows.column("path").to_pylist()
     sizes = rows.column("bytes").to_pylist()
-    return pa.array([p is None or (s is not None and store.size(p) == s)
+    found = iter(store.sizes([p for p in paths if p is not None]))
+    return pa.array([p is None or (next(found) == s and s is not None)
                      for p, s in zip(paths, sizes, strict=True)], pa.bool_())
 
 

@@ -212,6 +212,28 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def sizes(self, relatives: list[str]) -> list[int | None]:
+        """size() of many files. Locally one lstat each; in an object store one listing per
+        folder (s3fs: a LIST returns up to 1,000 keys with their sizes) rather than a HEAD per
+        file: a night that checks 30 million served files asks for 30 times fewer objects."""
+        if self.local:
+            return [self.size(r) for r in relatives]
+        folders: dict[str, dict[str, int]] = {}
+        out: list[int | None] = []
+        for relative in relatives:
+            target = self.path(relative)
+            folder, name = posixpath.split(target)
+            if folder not in folders:
+                try:
+                    listing = self.fs.ls(folder, detail=True, refresh=True)
+                except (FileNotFoundError, NotADirectoryError):
+                    listing = []
+                folders[folder] = {
+                    posixpath.basename(e["name"].rstrip("/")): int(e["size"])
+                    for e in listing if e.get("type") == "file" and e.get("size") is not None}
+            out.append(folders[folder].get(name))
+        return out
+
     def existing(self, relatives: Iterable[str]) -> set[str]:
         """Which of these paths exist under OUT as anything (file, folder, link)."""
         found = set()

@@ -228,6 +228,40 @@ def test_change_token_of_local_and_odd_paths(tmp_path):
     assert change_token(str(tmp_path / "fifo")) is None  # stat-ed, never opened
 
 
+def test_served_files_in_an_object_store_are_checked_by_listing_their_folders(monkeypatch):
+    """The size check of each served file (outputs_stand) asks an object store for one listing
+    per folder, not one HEAD per file; its answers are the per-file ones."""
+    import uuid
+
+    import fsspec
+
+    from engine.store import Store
+
+    root = f"memory://sizes-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    files = {f"web/m{i}/o{j}.jpg": b"x" * (10 * i + j + 1) for i in range(3) for j in range(4)}
+    for name, data in files.items():
+        fs.pipe(f"{root}/{name}", data)
+    fs.mkdir(f"{root}/web/m0/o9.jpg")  # a folder where a file is recorded: not a file
+    store = Store(root)
+    paths = [*files, "web/m1/gone.jpg", "web/none/o0.jpg", "web/m0/o9.jpg"]
+    calls = {"ls": 0, "size": 0}
+    real_ls = type(store.fs).ls
+
+    def ls(self, path, detail=True, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls["ls"] += 1
+        return real_ls(self, path, detail=detail, **kwargs)
+
+    monkeypatch.setattr(type(store.fs), "ls", ls)
+    monkeypatch.setattr(type(store.fs), "size", lambda *a: calls.__setitem__(
+        "size", calls["size"] + 1))
+    assert store.sizes(paths) == [len(d) for d in files.values()] + [None, None, None]
+    assert calls == {"ls": 4, "size": 0}  # m0, m1, m2 and the missing folder
+    rows = pa.table({"path": ["web/m0/o1.jpg", None, "web/m2/o3.jpg", "web/m1/o0.jpg"],
+                     "bytes": pa.array([2, None, 24, 999], pa.int64())})
+    assert history.outputs_stand(store, rows).to_pylist() == [True, True, True, False]
+
+
 def test_a_new_output_renders_only_itself_and_reads_its_master(night, counted, tmp_path):
     folder, out = night
     cfg = tmp_path / "cfg" / "presets"
