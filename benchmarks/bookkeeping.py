@@ -505,10 +505,10 @@ READERS = {
 # parent's memory it was forked from.
 PEAK_WRAPPER = """
 import atexit, sys
-def peak():
+def peak(path=sys.argv[1]):
     with open("/proc/self/status") as fh:
         hwm = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
-    with open(sys.argv[1], "w") as fh:
+    with open(path, "w") as fh:
         fh.write(hwm)
 atexit.register(peak)
 sys.argv = ["fanout", *sys.argv[2:]]
@@ -528,8 +528,9 @@ def run_readers(root: Path, min_free: float, limit_s: float | None) -> dict[str,
         cmd = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file),
                *(a.format(out=out) for a in args)]
         run = watch(cmd, min_free, limit_s, stdout=subprocess.DEVNULL)
-        if peak_file.exists():
+        if peak_file.exists():  # else it was killed: the sampled peak
             run["peak_rss_mb"] = round(int(peak_file.read_text()) / 1024)
+            peak_file.unlink()
         found[name] = {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
                        **({"stopped": run["stopped"]} if run["stopped"] else {}),
                        **({"exit_code": run["rc"]} if run["rc"] and not run["stopped"] else {})}
