@@ -28,7 +28,8 @@ object for the largest N.
 
 After the nights, what reads OUT at that scale runs as real `fanout` processes (READERS):
 `diff --json` of the last night against the first (whose history holds every row), the
-manifest exported as CSV, and the report page; wall time and peak RSS of each.
+manifest exported as CSV, the report page and a Google feed of the channel; wall time and
+peak RSS of each.
 """
 
 from __future__ import annotations
@@ -491,12 +492,15 @@ def run_child(root: Path, scenario: str, min_free: float,
 
 # What reads OUT after a night, at scale: `fanout diff` (the last night against the first, whose
 # history holds every row: the rendered rows' keys are looked up in it), the manifest exported
-# as CSV, the report page (its default selection). Each a real `fanout` process, output
-# thrown away.
+# as CSV, the report page (its default selection), a Google feed of the channel (a product per
+# master; it exits 1: the fake job's re-rendered rows are under Google's minimum size, each
+# reported). Each a real `fanout` process, output thrown away.
 READERS = {
     "diff": ["diff", "{out}", "--json"],
     "export_csv": ["feed", "manifest", "{out}"],
     "report": ["report", "{out}"],
+    "feed_google": ["feed", "google", "{out}", "--channel", "bench", "--base-url",
+                    "https://cdn.example.com/img"],
 }
 
 

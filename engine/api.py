@@ -636,12 +636,55 @@ def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
     """A Google (TSV) or Meta (CSV) feed of OUT's product images; (text, feed with problems).
     Meta: one video per product (video_channel/video_output choose; default the Instagram
     feed video, else the first MP4). Google: `apparel` raises the minimum image size."""
-    from .publish.feeds import VIDEO_FORMATS, google_tsv, meta_csv, product_feed
+    from .publish.feeds import (
+        FEED_COLUMNS,
+        FEED_FORMATS,
+        VIDEO_FORMATS,
+        best_output,
+        google_tsv,
+        meta_csv,
+        product_feed,
+    )
 
-    _, rows = _published_rows(out, [channel, *([video_channel] if video_channel else [])],
-                              VIDEO_FORMATS if kind == "meta" else ())
+    store = Store(_manifest_folder(out))
+    formats = FEED_FORMATS[kind]
+    # One pass over a few columns: which products the channel has images of and, unless
+    # `output` says, which output has the largest images. Then only that output's rows (and
+    # the videos a Meta feed may take) become Python rows, with the columns a feed reads.
+    products: set[str | None] = set()
+    sizes: list[tuple[str, str, int]] = []
+
+    def product_images(table: pa.Table) -> pa.ChunkedArray:
+        return pc.and_(pc.and_(manifest.published_mask(table),
+                               pc.fill_null(pc.equal(table.column("channel"), channel), False)),
+                       pc.fill_null(pc.equal(pc.coalesce(table.column("role"), "product"),
+                                             "product"), False))
+
+    for table in _streamed(store, ["channel", "status", "path", "role", "product", "output",
+                                   "format", "width", "height"]):
+        mine = table.filter(product_images(table))
+        products.update(pc.unique(mine.column("product")).to_pylist())
+        if output is None and mine.num_rows:
+            pixels = pc.multiply(pc.cast(mine.column("width"), pa.int64()),
+                                 pc.cast(mine.column("height"), pa.int64()))
+            facts = pa.table({"output": mine.column("output"), "format": mine.column("format"),
+                              "pixels": pixels}).group_by(["output", "format"]).aggregate(
+                [("pixels", "max")])
+            sizes += zip(facts.column("output").to_pylist(), facts.column("format").to_pylist(),
+                         facts.column("pixels_max").to_pylist(), strict=True)
+    output = output or best_output(sizes, formats)
+    videos = (pa.array(VIDEO_FORMATS, pa.string()) if kind == "meta" else None)
+    parts = []
+    for table in _streamed(store, FEED_COLUMNS):
+        keep = pc.and_(product_images(table),
+                       pc.fill_null(pc.equal(table.column("output"), output or ""), False))
+        if videos is not None:
+            keep = pc.or_(keep, pc.and_(manifest.published_mask(table), pc.fill_null(
+                pc.is_in(table.column("format"), value_set=videos), False)))
+        parts.append(table.filter(keep))
+    rows = manifest.from_table(pa.concat_tables(parts)) if parts else []
     the_feed = product_feed(rows, channel, base_url, kind, output, video_channel=video_channel,
-                            video_output=video_output, apparel=apparel)
+                            video_output=video_output, apparel=apparel, products=products)
     return (google_tsv if kind == "google" else meta_csv)(the_feed), the_feed
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import problem_images as P
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -114,6 +115,25 @@ def test_manifest_exports_as_csv_and_json(shop):
     assert len(rows) == len(table) > 0
     assert {r["sha256"] for r in rows} == {r["sha256"] for r in table}
     assert "recipe_hash" in table[0] and "render_ms" in rows[0]
+
+
+def test_a_feed_makes_python_rows_only_of_the_output_it_lists(shop, monkeypatch):
+    """A million products' feed: one pass over a few columns finds the products and the
+    output; only that output's rows become Python rows."""
+    from engine import manifest
+
+    made = []
+    real = manifest.from_table
+    monkeypatch.setattr(manifest, "from_table", lambda t: made.append(t.num_rows) or real(t))
+    _, feed = api.feed(shop, "google", BASE)
+    rows = pq.read_table(shop / "manifest.parquet").to_pylist()
+    web = [r for r in rows if r["channel"] == "web" and r["status"] in ("ok", "skipped", "kept")
+           and (r["role"] or "product") == "product"]
+    listed = [r for r in web if r["output"] == feed.output]
+    assert made == [len(listed)] and 0 < len(listed) < len(web)
+    assert {i.product for i in feed.items} | {p.split()[1].rstrip(":,") for p in feed.problems
+                                              if p.startswith("product ")} == {
+        r["product"] for r in web}
 
 
 def test_manifest_csv_flattens_lists_and_maps_a_batch_at_a_time():

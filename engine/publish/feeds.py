@@ -14,6 +14,7 @@ import re
 import shutil
 import zipfile
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -81,14 +82,31 @@ def url_problem(url: str, fmt: str) -> str | None:
     return None
 
 
-def _pick_output(rows: list[Row], formats: tuple[str, ...]) -> str | None:
-    """The output with the largest images; JPEG first among equals (every client reads it)."""
+# The manifest columns a feed reads: what api.feed turns into Python rows (a fraction of a
+# row's memory: a million products' rows fit in about a gigabyte).
+FEED_COLUMNS = ["master_id", "product", "position", "role", "channel", "output", "path",
+                "format", "width", "height", "status", "extra"]
+
+
+def best_output(sizes: Iterable[tuple[str, str, int]], formats: tuple[str, ...]) -> str | None:
+    """Of (output, format, pixels) facts, the output with the largest images; JPEG first among
+    equals (every client reads it)."""
     best: dict[str, tuple[int, int]] = {}
-    for r in rows:
-        if r.format in formats:
-            score = (r.width * r.height, -formats.index(r.format))
-            best[r.output] = max(best.get(r.output, score), score)
+    for output, fmt, pixels in sizes:
+        if fmt in formats and pixels is not None:
+            score = (pixels, -formats.index(fmt))
+            best[output] = max(best.get(output, score), score)
     return max(best, key=lambda o: best[o]) if best else None
+
+
+def _pick_output(rows: list[Row], formats: tuple[str, ...]) -> str | None:
+    return best_output(((r.output, r.format, r.width * r.height) for r in rows), formats)
+
+
+def is_product_image(row: Row, channel: str) -> bool:
+    """A served file of `channel` from the product workflow: what a feed lists."""
+    return (row.channel == channel and row.status in PUBLISHED
+            and (row.role or "product") == "product")
 
 
 def _is_apparel(row: Row, apparel: bool) -> bool:
@@ -132,17 +150,18 @@ def _one_video(rows: list[Row], base_url: str, video_channel: str | None,
 def product_feed(
     rows: list[Row], channel: str, base_url: str, kind: str, output: str | None = None,
     *, video_channel: str | None = None, video_output: str | None = None,
-    apparel: bool = False,
+    apparel: bool = False, products: Iterable[str | None] | None = None,
 ) -> Feed:
     """One item per product: its position-0 image and up to ten more, in position order.
 
     Google: images under its minimum size are left out and reported. Meta: at most one video
-    per product (see _one_video)."""
+    per product (see _one_video). `products`: every product with an image in the channel,
+    when `rows` hold only `output`'s (api.feed: the rest never become Python rows)."""
     base_url = check_base_url(base_url)
     formats = FEED_FORMATS[kind]
-    mine = [r for r in rows if r.channel == channel and r.status in PUBLISHED
-            and (r.role or "product") == "product"]
-    if not mine:
+    mine = [r for r in rows if is_product_image(r, channel)]
+    every_product = sorted(set(products) if products is not None else {r.product for r in mine})
+    if not every_product:
         raise ConfigError(f"no rendered product images in channel {channel!r} of this manifest")
     output = output or _pick_output(mine, formats)
     chosen = [r for r in mine if r.output == output and r.format in formats]
@@ -166,7 +185,6 @@ def product_feed(
             continue
         by_product[r.product][position] = url
     videos = _one_video(rows, base_url, video_channel, video_output) if kind == "meta" else {}
-    every_product = sorted({r.product for r in mine})
     items = []
     for product in every_product:
         images = by_product.get(product, {})
