@@ -30,7 +30,8 @@ other core is busy it falls back towards that CPU time), and a candidate against
   beside the reference's pyramid, then both threads take bands of about _BAND_ROWS rows of
   every scale from one queue, each band computing both halves (its reference XYB and blurs
   read _HALO rows more on either side, the blur's reach). The bands cut the same chunks and
-  blur tiles as a whole scale, so the score is `Reference`'s to the bit; smaller pieces of
+  blur tiles as a whole scale, and lay their rows out in the same matrix products (_DOWN),
+  so the score is `Reference`'s to the bit on any CPU; smaller pieces of
   work also stay in the cache (one thread over bands takes 0.15 s, Reference + score 0.2 s).
 
 Where libjxl and the Python port on PyPI (`ssimulacra2`, the tests' oracle) differ, this follows
@@ -93,6 +94,12 @@ _BAND_ROWS = 128  # rows per band of a scale in `score`
 _HALO = 8  # rows beyond a band that its blur reads: the radius, rounded up to the tile of rows
 _BAND = 8  # output rows per small matrix product in the blur
 _STRIP = 512  # columns per product: 8 x 18 x 512 stays under OpenBLAS' threading threshold
+# Rows per product of the horizontal pass. How OpenBLAS computes a row of a product depends on
+# where the row sits in it (on AVX-512 the last rows of a 64-row product go to a narrower
+# kernel, whose rounding differs), so a band lays its rows out as the whole scale does: the
+# products start at the scale's rows 0, 64, 128... (_blur's `origin`). Then a band's score is
+# Reference's to the bit on every CPU.
+_DOWN = 64
 _BAND_MATRIX = np.zeros((_BAND, _BAND + 2 * _RADIUS), np.float32)
 for _i in range(_BAND):
     _BAND_MATRIX[_i, _i: _i + 2 * _RADIUS + 1] = np.array(_TAPS) / sum(_TAPS)
@@ -201,7 +208,7 @@ def _band_sums(ours: np.ndarray, theirs: dict[int, np.ndarray], need: _Need,
     each side inside the image (the blur reaches 5 rows; beyond the image it mirrors, as the
     whole scale does)."""
     top, bottom = max(0, rows.start - _HALO), min(ours.shape[0], rows.stop + _HALO)
-    scale = _Scale(ours[top: bottom], need, range(rows.start - top, rows.stop - top))
+    scale = _Scale(ours[top: bottom], need, range(rows.start - top, rows.stop - top), rows.start)
     return scale.sums({c: plane[top: bottom] for c, plane in theirs.items()})
 
 
@@ -278,15 +285,16 @@ class _Scale:
     blur(img^2) - mu^2 of values near 0.5 carries an error of about 1e-7, a tenth of a percent of
     the constant C2 that the SSIM ratio is measured against, enough to move a score by 0.2."""
 
-    def __init__(self, rgb: np.ndarray, need: _Need, rows: range | None = None) -> None:
+    def __init__(self, rgb: np.ndarray, need: _Need, rows: range | None = None,
+                 origin: int = 0) -> None:
         """`rows`: the rows of `rgb` that are scored (a band); the others are only read by
-        the blur. All of them by default."""
-        self.need, self.width = need, rgb.shape[1]
+        the blur. All of them by default. `origin`: the scale's row the first of them is."""
+        self.need, self.width, self.origin = need, rgb.shape[1], origin
         self.rows = range(rgb.shape[0]) if rows is None else rows
         self.xyb = _xyb(rgb, need.blurred)
         c_ssim = [c for c in (X, Y, B) if need.ssim[c]]
         blurred = _blur([self.xyb[c] for c in need.blurred] +
-                        [self.xyb[c] * self.xyb[c] for c in c_ssim], self.rows)
+                        [self.xyb[c] * self.xyb[c] for c in c_ssim], self.rows, origin)
         self.mu = dict(zip(need.blurred, blurred))
         self.variance = {c: sq - self.mu[c] * self.mu[c]
                          for c, sq in zip(c_ssim, blurred[len(need.blurred):])}
@@ -306,7 +314,7 @@ class _Scale:
         diff = {c: img2[c] - img1[c] for c in need.blurred}
         blurred = _blur([diff[c] for c in need.blurred] +
                         [diff[c] * diff[c] for c in c_ssim] +
-                        [img1[c] * diff[c] for c in c_ssim], rows)
+                        [img1[c] * diff[c] for c in c_ssim], rows, self.origin)
         k = len(need.blurred)
         mean_diff = dict(zip(need.blurred, blurred))
         ssim = {c: (self.mu[c], self.variance[c], mean_diff[c], blurred[k + i],
@@ -479,11 +487,12 @@ def _xyb(rgb: np.ndarray, channels: tuple[int, ...]) -> dict[int, np.ndarray]:
     return planes
 
 
-def _blur(planes: list[np.ndarray], rows: range | None = None) -> list[np.ndarray]:
+def _blur(planes: list[np.ndarray], rows: range | None = None,
+          origin: int = 0) -> list[np.ndarray]:
     """The port's Gaussian over each plane: rows mirrored beyond the top and bottom, zeros beyond
     the left and right edges (the port blurs transposed arrays, zero-padding their first axis).
     With `rows`, only those rows are blurred (a band of a scale: the planes' other rows are the
-    halo the blur reads).
+    halo the blur reads); `origin` is the scale's row the first of them is (see _DOWN).
 
     Each pass is a banded matrix product done as many small ones: 8 output rows (or columns)
     from 18 inputs, over strips of up to 512 columns (or rows). BLAS does those at several
@@ -496,8 +505,9 @@ def _blur(planes: list[np.ndarray], rows: range | None = None) -> list[np.ndarra
     k, (h, w), r, n = len(planes), planes[0].shape, _RADIUS, _BAND
     rows = range(h) if rows is None else rows
     tall, across = -(-len(rows) // n) * n, _strip(w)  # vertical pass: n rows by `across` columns
-    wide, down = -(-w // across) * across, _strip(tall)  # horizontal: `down` rows by n columns
-    height, cols = -(-tall // down) * down, -(-w // n) * n
+    wide, down = -(-w // across) * across, _DOWN  # horizontal: `down` rows by n columns
+    lead = origin % down  # rows before ours in the first product, as in the whole scale
+    height, cols = -(-(lead + tall) // down) * down, -(-w // n) * n
     # Buffers are not zeroed whole (np.empty), only where zeros are read.
     padded = np.empty((k, max(h, rows.start + tall) + 2 * r, wide), np.float32)
     padded[:, :, w:] = 0
@@ -511,14 +521,15 @@ def _blur(planes: list[np.ndarray], rows: range | None = None) -> list[np.ndarra
     mid = np.empty((k, height, max(cols, wide) + 2 * r), np.float32)
     mid[:, :, :r] = 0
     mid[:, :, r + wide:] = 0
-    mid[:, tall:] = 0
+    mid[:, :lead] = 0
+    mid[:, lead + tall:] = 0
     np.matmul(_BAND_MATRIX, _tiles(padded[:, rows.start: rows.start + tall + 2 * r],
                                    (n, across), (n + 2 * r, across)),
-              out=_tiles(mid[:, :tall, r: r + wide], (n, across), (n, across)))
+              out=_tiles(mid[:, lead: lead + tall, r: r + wide], (n, across), (n, across)))
     out = np.empty((k, height, cols), np.float32)
     np.matmul(_tiles(mid[:, :, : cols + 2 * r], (down, n), (down, n + 2 * r)), _BAND_MATRIX_T,
               out=_tiles(out, (down, n), (down, n)))
-    return [out[i, :len(rows), :w] for i in range(k)]
+    return [out[i, lead: lead + len(rows), :w] for i in range(k)]
 
 
 def _strip(size: int) -> int:
