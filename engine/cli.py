@@ -666,9 +666,10 @@ def feed_manifest(out, fmt, output_file) -> None:  # noqa: ANN001
     """The manifest itself, as CSV or JSON."""
     if output_file is None:
         api.export_manifest(out, fmt, click.get_binary_stream("stdout"))
-    else:
-        with open(output_file, "wb") as sink:
-            api.export_manifest(out, fmt, sink)
+    else:  # a temporary beside it, renamed when whole: a failed export leaves the file as it was
+        from .store import stream_atomic
+
+        stream_atomic(output_file, lambda sink: api.export_manifest(out, fmt, sink))
 
 
 @main.command()

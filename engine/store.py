@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -87,6 +87,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     _atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
+def stream_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write` into an open file under a temporary name beside `path`, then rename: a failure
+    halfway leaves `path` as it was (a long export never replaces a good file with part of one)."""
+    def make(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+    _atomically(path, make)
+
+
 def copy_atomic(source: Path, path: Path) -> None:
     """Copy a finished local file to `path` by way of a temporary name and a rename."""
     _atomically(path, lambda tmp: shutil.copyfile(source, tmp))
@@ -97,16 +106,19 @@ def _atomically(path: Path, make: Callable[[Path], object]) -> None:
     error names the target (a full disk says which file it could not write)."""
     tmp = _temporary(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(path.parent):  # a file there: "Not a directory", from the write
+            path.parent.mkdir(parents=True, exist_ok=True)
         make(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # under a file, the temporary's name cannot even be looked up
+            tmp.unlink(missing_ok=True)
         if exc.filename is not None and str(exc.filename) == str(path):
             raise
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -136,6 +136,20 @@ def test_a_feed_makes_python_rows_only_of_the_output_it_lists(shop, monkeypatch)
         r["product"] for r in web}
 
 
+def test_a_failed_manifest_export_leaves_the_file_it_would_replace(shop, tmp_path):
+    target = tmp_path / "manifest.csv"
+    target.write_text("yesterday's export\n")
+    empty = tmp_path / "not-out"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["feed", "manifest", str(empty), "-o", str(target)])
+    assert result.exit_code == 2 and "not a fanout output folder" in result.output
+    assert target.read_text() == "yesterday's export\n"
+    assert CliRunner().invoke(main, ["feed", "manifest", str(shop), "-o", str(target)]
+                              ).exit_code == 0
+    assert target.read_text().startswith("run_id,") and [p.name for p in tmp_path.iterdir()
+                                                          if p.name.startswith(".")] == []
+
+
 def test_manifest_csv_flattens_lists_and_maps_a_batch_at_a_time():
     from engine.api import _flat
     from engine.manifest import to_table
