@@ -146,7 +146,7 @@ def test_a_failed_manifest_export_leaves_the_file_it_would_replace(shop, tmp_pat
     assert target.read_text() == "yesterday's export\n"
     assert CliRunner().invoke(main, ["feed", "manifest", str(shop), "-o", str(target)]
                               ).exit_code == 0
-    assert target.read_text().startswith("run_id,") and [p.name for p in tmp_path.iterdir()
+    assert target.read_text().startswith('"run_id",') and [p.name for p in tmp_path.iterdir()
                                                           if p.name.startswith(".")] == []
 
 
