@@ -765,7 +765,7 @@ def report(out: str | Path, catalog: str | Path | None = None, *,
     name the file it saves.
 
     The page shows the rows of the given channels and statuses (default: all) of the masters
-    whose id matches `master` (a glob: SHOE-*), at most `limit` masters (None: every one),
+    whose id matches `master` (a glob: SHOE-*), at most `limit` masters (None or 0: every one),
     those with a failed or kept derivative first; its header counts the whole manifest. The
     manifest is read twice, a batch of a few columns at a time, and only the shown masters'
     rows become Python rows: a million masters' manifest makes a page of the first thousand.
@@ -775,6 +775,7 @@ def report(out: str | Path, catalog: str | Path | None = None, *,
 
     out_path = _manifest_folder(out)
     store = Store(out_path)
+    limit = limit if limit is None or limit > 0 else None  # 0, as on the command line: all
     totals, rows, note = _report_rows(store, set(channels), set(statuses), master, limit)
     if note and on_info is not None:
         on_info(note)

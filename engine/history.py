@@ -386,6 +386,13 @@ def finish_interrupted(store: Store, committed: str | None, recorded: set[str],
 
 # -- what changed between two runs -----------------------------------------------------------
 
+# What `diff` keeps of a run's rows: the columns it shows (the rest of a row is None), so
+# that a night that re-rendered millions of rows is listed from a few columns of them.
+DIFF_COLUMNS = ["run_id", "master_id", "channel", "output", "path", "status", "error",
+                "stale_since"]
+DIFF_STATUSES = [Status.OK.value, Status.FAILED.value, Status.KEPT.value]
+
+
 @dataclass
 class RunDiff:
     older: str | None
@@ -404,10 +411,11 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
 
     What a run did: ok (rendered), skipped, failed, kept, and the stale rows it removed
     (status `removed`). Its own history file holds every row it rendered, failed, kept or
-    removed; the rows it recorded unchanged are a count in that file's metadata
-    (manifest.META_UNCHANGED). A rendered derivative the older run did not publish is `added`:
-    only the rendered rows' keys are looked up in the history up to the older run, so neither
-    run's whole manifest is ever rebuilt.
+    removed, read a batch of DIFF_COLUMNS at a time; the rows it recorded unchanged are a
+    count in that file's metadata (manifest.META_UNCHANGED). A rendered derivative whose file
+    was not served after the older run (by any run: one that rendered other channels leaves
+    these as they were) is `added`, else `rerendered`: only the rendered rows' keys are looked
+    up in the history up to the older run, so neither run's whole manifest is rebuilt.
     """
     store = Store(out)
     ids = manifest.runs(store)
@@ -420,13 +428,24 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
     if older is None and ids.index(newer) > 0:
         older = ids[ids.index(newer) - 1]
 
+    if older is not None and ids.index(older) >= ids.index(newer):
+        raise ConfigError(f"--from {older} is not earlier than --to {newer}")
+    removed, mine, skipped = [], [], 0
     with _readable(store, newer):
-        table, meta = manifest.read_history_table(store, newer)
-    status = table.column("status")
-    mine = table.filter(pc.fill_null(pc.equal(table.column("run_id"), newer), False))
-    rendered = mine.filter(pc.equal(mine.column("status"), Status.OK.value))
-    failed = pc.equal(mine.column("status"), Status.FAILED.value)
-    kept = pc.equal(mine.column("status"), Status.KEPT.value)
+        meta = manifest.read_footer(store, manifest.history_path(newer))
+        for batch in manifest.iter_tables(store, relative=manifest.history_path(newer),
+                                          columns=DIFF_COLUMNS):
+            status = batch.column("status")
+            ours = pc.fill_null(pc.equal(batch.column("run_id"), newer), False)
+            removed.append(batch.filter(pc.fill_null(pc.equal(status, Status.REMOVED.value),
+                                                     False)))
+            mine.append(batch.filter(pc.and_(ours, pc.fill_null(pc.is_in(
+                status, value_set=pa.array(DIFF_STATUSES)), False))))
+            skipped += pc.sum(pc.and_(ours, pc.fill_null(
+                pc.equal(status, Status.SKIPPED.value), False))).as_py() or 0
+    empty = pa.schema([manifest.SCHEMA.field(c) for c in DIFF_COLUMNS]).empty_table()
+    table = pa.concat_tables([empty, *mine])
+    rendered = table.filter(pc.equal(table.column("status"), Status.OK.value))
     earlier = (_published_keys(store, ids[:ids.index(older) + 1], manifest.row_keys(rendered))
                if older and rendered.num_rows else pa.array([], pa.string()))
     was = pc.fill_null(pc.is_in(manifest.row_keys(rendered), value_set=earlier), False)
@@ -434,11 +453,12 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
         older=older, newer=newer,
         added=TableRows(rendered.filter(pc.invert(was))),
         rerendered=TableRows(rendered.filter(was)),
-        removed=TableRows(table.filter(pc.fill_null(pc.equal(status, Status.REMOVED.value),
-                                                    False))),
+        removed=TableRows(pa.concat_tables([empty, *removed])),
         # in the order the run wrote them: its own rows, then the ones it kept
-        failed=TableRows(pa.concat_tables([mine.filter(failed), mine.filter(kept)])),
-        unchanged=_unchanged(store, newer, meta, mine),
+        failed=TableRows(pa.concat_tables([
+            table.filter(pc.equal(table.column("status"), s)) for s in (Status.FAILED.value,
+                                                                     Status.KEPT.value)])),
+        unchanged=_unchanged(store, newer, meta, skipped),
     )
 
 
@@ -453,8 +473,10 @@ def _published_keys(store: Store, runs: list[str], keys: pa.ChunkedArray) -> pa.
     for run in reversed(runs):
         found = []
         with _readable(store, run):
-            for batch in manifest.iter_tables(store, relative=manifest.history_path(run),
-                                              columns=columns):
+            # about a million rows per lookup: is_in builds its table of the open keys each
+            # time (30 million open keys after a night that re-rendered everything)
+            for batch in _regrouped(manifest.iter_tables(
+                    store, relative=manifest.history_path(run), columns=columns), 1 << 20):
                 mine = batch.filter(pc.fill_null(pc.is_in(manifest.row_keys(batch),
                                                           value_set=open_keys), False))
                 if mine.num_rows:
@@ -470,6 +492,20 @@ def _published_keys(store: Store, runs: list[str], keys: pa.ChunkedArray) -> pa.
     return pa.concat_arrays(served) if served else pa.array([], pa.string())
 
 
+def _regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Tables of at least `rows` rows (the last may have fewer), from smaller ones in order."""
+    held: list[pa.Table] = []
+    count = 0
+    for table in tables:
+        held.append(table)
+        count += table.num_rows
+        if count >= rows:
+            yield pa.concat_tables(held)
+            held, count = [], 0
+    if held:
+        yield pa.concat_tables(held)
+
+
 @contextmanager
 def _readable(store: Store, run: str) -> Iterator[None]:
     """A run's history file that cannot be read stops `diff` with its name and the reason."""
@@ -481,10 +517,10 @@ def _readable(store: Store, run: str) -> Iterator[None]:
                           f"({str(exc).splitlines()[0]})") from None
 
 
-def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], mine: pa.Table) -> int:
+def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], in_file: int) -> int:
     """How many rows `run` recorded `skipped`: its history's count; for a history written
-    before the count, its own rows (a full history), the manifest it committed while it is the
-    last, else the history replayed up to it."""
+    before the count, its own skipped rows (`in_file`, a full history), the manifest it
+    committed while it is the last, else the history replayed up to it."""
     recorded = manifest.meta_value(meta, manifest.META_UNCHANGED)
     if recorded is not None:
         return int(recorded)
@@ -492,7 +528,7 @@ def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], mine: pa.Table)
         return pc.sum(pc.and_(pc.equal(table.column("run_id"), run),
                               pc.equal(table.column("status"), Status.SKIPPED.value))).as_py() or 0
     if manifest.meta_value(meta, manifest.META_HISTORY) != manifest.HISTORY_DELTA:
-        return skipped(mine)
+        return in_file
     try:
         last = manifest.meta_value(manifest.read_meta(store), manifest.META_RUN)
     except ConfigError:  # a corrupt manifest: the history alone still tells

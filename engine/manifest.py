@@ -111,9 +111,27 @@ def iter_tables(store: Store, batch_rows: int = 1 << 16, relative: str = MANIFES
     if store.size(relative) is None:
         return
     with store.fs.open(store.path(relative), "rb") as fh:
-        for batch in batches(pq.ParquetFile(fh), columns, batch_rows):
+        parquet = pq.ParquetFile(fh)
+        have = [c for c in columns if c in parquet.schema_arrow.names] if columns else None
+        for batch in batches(parquet, have, batch_rows):
             table = pa.Table.from_batches([batch])
-            yield conform(table) if columns is None else table
+            if columns is None:
+                yield conform(table)
+                continue
+            for name in columns:  # a column an older file lacks: nulls, as conform() does
+                if name not in have:
+                    table = table.append_column(SCHEMA.field(name),
+                                                pa.nulls(table.num_rows, SCHEMA.field(name).type))
+            yield table.select(columns)
+
+
+def read_footer(store: Store, relative: str) -> dict[bytes, bytes]:
+    """The key-value metadata of one of OUT's Parquet files (a history), from its footer; {}
+    when there is no such file."""
+    if store.size(relative) is None:
+        return {}
+    with store.fs.open(store.path(relative), "rb") as fh:
+        return dict(pq.read_schema(fh).metadata or {})
 
 
 def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:

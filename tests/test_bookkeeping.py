@@ -19,6 +19,7 @@ from helpers import assert_consistent, load, read
 
 from engine import api, history, masters
 from engine.cli import main
+from engine.errors import ConfigError
 from engine.masters import COARSE_NS, FINE_NS, change_token, is_racy
 
 CHANNELS = ["email"]
@@ -252,14 +253,27 @@ def test_served_files_in_an_object_store_are_checked_by_listing_their_folders(mo
         calls["ls"] += 1
         return real_ls(self, path, detail=detail, **kwargs)
 
+    real_size = type(store.fs).size
+
+    def size(self, path):  # noqa: ANN001, ANN202
+        calls["size"] += 1
+        return real_size(self, path)
+
     monkeypatch.setattr(type(store.fs), "ls", ls)
-    monkeypatch.setattr(type(store.fs), "size", lambda *a: calls.__setitem__(
-        "size", calls["size"] + 1))
+    monkeypatch.setattr(type(store.fs), "size", size)
     assert store.sizes(paths) == [len(d) for d in files.values()] + [None, None, None]
-    assert calls == {"ls": 4, "size": 0}  # m0, m1, m2 and the missing folder
+    # a listing of m0, m1 and m2; the one file asked of a folder (it is missing) by itself
+    assert calls == {"ls": 3, "size": 1}
     rows = pa.table({"path": ["web/m0/o1.jpg", None, "web/m2/o3.jpg", "web/m1/o0.jpg"],
                      "bytes": pa.array([2, None, 24, 999], pa.int64())})
     assert history.outputs_stand(store, rows).to_pylist() == [True, True, True, False]
+    # a flat folder far larger than what is asked of it is listed once, then asked by file
+    for i in range(1100):
+        fs.pipe(f"{root}/amazon/SKU{i}.MAIN.jpg", b"y" * (i % 7 + 1))
+    calls.update(ls=0, size=0)
+    asked = ["amazon/SKU5.MAIN.jpg", "amazon/SKU6.MAIN.jpg"]
+    assert store.sizes(asked) == [6, 7] and calls == {"ls": 1, "size": 0}
+    assert store.sizes(asked) == [6, 7] and calls == {"ls": 1, "size": 2}
 
 
 def test_a_new_output_renders_only_itself_and_reads_its_master(night, counted, tmp_path):
@@ -365,6 +379,22 @@ def test_diff_and_recover_across_several_nights_of_deltas(night, tmp_path, monke
     assert last == runs[-1] and rows == len(manifest_rows)
     assert _rows_by_key(read(out)) == manifest_rows  # every column, every status and run id
     assert_consistent(out)
+
+
+def test_diff_calls_a_file_served_before_rerendered_whichever_run_served_it(night):
+    """A run that rendered other channels leaves a channel's files served: a later re-render
+    of them is `rerendered` against it, not `added`. --from must be earlier than --to."""
+    folder, out = night
+    first = api.diff(out).newer
+    other = api.render(folder, out, channels=["instagram"]).run_id  # email left as it was
+    again = api.render(folder, out, channels=CHANNELS, force=True)
+    change = api.diff(out)
+    assert change.older == other and not change.added
+    assert len(change.rerendered) == sum(r.status == "ok" for r in again.rows) > 0
+    assert {r.channel for r in change.rerendered} == set(CHANNELS)
+    assert [r.path for r in change.rerendered][:1] == [again.rows[0].path]  # the rows' paths
+    with pytest.raises(ConfigError, match="is not earlier than"):
+        api.diff(out, older=again.run_id, newer=first)
 
 
 def test_diff_names_a_history_file_it_cannot_read(night):

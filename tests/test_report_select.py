@@ -91,5 +91,6 @@ def test_the_cli_says_what_the_page_leaves_out(shop):
     assert f"report: {shop / 'report.html'}" in result.stdout
     every = CliRunner().invoke(main, ["report", str(shop), "--limit", "0"])
     assert every.exit_code == 0 and "showing" not in every.output
+    assert len(page(shop, limit=0)[1]) == 4  # 0 from Python too: every master
     bad = CliRunner().invoke(main, ["report", str(shop), "--status", "gone"])
     assert bad.exit_code == 2
