@@ -444,11 +444,11 @@ def _reached(root: Path, scenario: str) -> str:
 
 
 def watch(cmd: list[str], min_free: float, limit_s: float | None = None,
-          stdout: Any = subprocess.PIPE) -> dict[str, Any]:  # noqa: ANN401
+          stdout: Any = subprocess.PIPE, stderr: Any = None) -> dict[str, Any]:  # noqa: ANN401
     """Run `cmd`, watching its peak RSS (VmHWM) and the machine's available memory: killed when
     that falls under `min_free` GiB or it runs past `limit_s`. Its stdout, wall time, peak
     RSS, exit code, and why it was stopped (None when it finished)."""
-    proc = subprocess.Popen(cmd, stdout=stdout, text=True)
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True)
     low, peak_kb, stopped = None, 0, None
     start = time.perf_counter()
     while proc.poll() is None:
@@ -531,13 +531,19 @@ def run_readers(root: Path, min_free: float, limit_s: float | None) -> dict[str,
         peak_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file),
                *(a.format(out=out) for a in args)]
-        run = watch(cmd, min_free, limit_s, stdout=subprocess.DEVNULL)
+        errors = root / f"{name}.stderr"  # a feed's warnings: one line per product left out
+        with open(errors, "w") as err:
+            run = watch(cmd, min_free, limit_s, stdout=subprocess.DEVNULL, stderr=err)
         if peak_file.exists():  # else it was killed: the sampled peak
             run["peak_rss_mb"] = round(int(peak_file.read_text()) / 1024)
             peak_file.unlink()
+        lines = errors.read_text(errors="replace").splitlines()
+        errors.unlink()
         found[name] = {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
                        **({"stopped": run["stopped"]} if run["stopped"] else {}),
-                       **({"exit_code": run["rc"]} if run["rc"] and not run["stopped"] else {})}
+                       **({"exit_code": run["rc"], "stderr_lines": len(lines),
+                           "last_stderr": lines[-1] if lines else ""}
+                          if run["rc"] and not run["stopped"] else {})}
     first.unlink()
     return found
 
