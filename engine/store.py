@@ -249,9 +249,9 @@ class Store:
             out.append(self.size(relative) if listing is None else listing.get(name))
         return out
 
-    def _listing(self, folder: str, wanted: int) -> dict[str, int] | None:
-        """name -> size of the files in an object-store folder; None (and remembered) when it
-        holds far more than `wanted` of them."""
+    def _listing(self, folder: str, wanted: int) -> dict[str, int]:
+        """name -> size of the files in an object-store folder. One that holds far more than
+        the `wanted` names is remembered, and asked file by file from then on."""
         try:
             entries = self.fs.ls(folder, detail=True, refresh=True)
         except (FileNotFoundError, NotADirectoryError):
