@@ -612,17 +612,21 @@ def _streamed(store: Store, columns: list[str] | None = None) -> Iterator[pa.Tab
 
 
 def _published_rows(out: str | Path, channels: Iterable[str] | None = None,
-                    formats: Iterable[str] = ()) -> tuple[Path, list[Row]]:
+                    formats: Iterable[str] = (),
+                    columns: list[str] | None = None) -> tuple[Path, list[Row]]:
     """OUT's manifest rows: every one, or (`channels`, `formats`) only the served rows of those
-    channels and formats, read a batch at a time so that the rest never becomes Python rows."""
+    channels and formats, read a batch at a time so that the rest never becomes Python rows;
+    `columns`: only those columns (the rest of each row None: a full Row is about 4 KB)."""
     out_path = _manifest_folder(out)
     store = Store(out_path)
     if channels is None:
         return out_path, manifest.from_table(manifest.read_state(store)[0])
     wanted = pa.array(sorted(set(channels)), pa.string())
     kinds = pa.array(sorted(set(formats)), pa.string())
+    if columns is not None:  # and those the filter reads
+        columns = list(dict.fromkeys([*columns, "channel", "format", "status", "path"]))
     parts = []
-    for table in _streamed(store):
+    for table in _streamed(store, columns):
         mask = pc.or_(pc.is_in(table.column("channel"), value_set=wanted),
                       pc.is_in(table.column("format"), value_set=kinds))
         parts.append(table.filter(pc.and_(manifest.published_mask(table),
@@ -690,9 +694,9 @@ def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
 
 def amazon_export(out: str | Path, target: str | Path, channel: str = "amazon") -> list[str]:
     """OUT's Amazon files, named SKU.MAIN / SKU.PT01.., plus listing.csv, as a folder or .zip."""
-    from .publish.feeds import amazon_package
+    from .publish.feeds import AMAZON_COLUMNS, amazon_package
 
-    out_path, rows = _published_rows(out, [channel])
+    out_path, rows = _published_rows(out, [channel], columns=AMAZON_COLUMNS)
     return amazon_package(rows, out_path, Path(target), channel)
 
 
@@ -878,10 +882,10 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
     import json
 
     from .publish.feeds import check_base_url
+    from .publish.gallery import GALLERY_COLUMNS, gallery_html
     from .publish.gallery import gallery as build
-    from .publish.gallery import gallery_html
 
-    out_path, rows = _published_rows(out, [channel, video_channel])
+    out_path, rows = _published_rows(out, [channel, video_channel], columns=GALLERY_COLUMNS)
     base = "." if base_url == "." else check_base_url(base_url)
     doc = build(rows, out_path, base, channel, video_channel)
     if fmt == "html":

@@ -136,6 +136,23 @@ def test_a_feed_makes_python_rows_only_of_the_output_it_lists(shop, monkeypatch)
         r["product"] for r in web}
 
 
+def test_the_amazon_package_and_the_gallery_read_only_the_columns_they_use(shop, tmp_path):
+    """api.amazon_export and api.gallery make Rows of a few columns (a full Row is ~4 KB): what
+    they write is what every column gives."""
+    from engine.manifest import read_rows
+    from engine.publish.feeds import amazon_package
+    from engine.publish.gallery import gallery
+    from engine.store import Store
+
+    full = read_rows(Store(shop))
+    assert api.amazon_export(shop, tmp_path / "a") == amazon_package(full, shop, tmp_path / "b")
+    made = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    assert made == {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    assert "listing.csv" in made and len(made) > 2
+    doc = json.loads(api.gallery(shop, BASE))
+    assert doc["products"] and doc == json.loads(json.dumps(gallery(full, shop, BASE)))
+
+
 def test_a_failed_manifest_export_leaves_the_file_it_would_replace(shop, tmp_path):
     target = tmp_path / "manifest.csv"
     target.write_text("yesterday's export\n")

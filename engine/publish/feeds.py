@@ -225,6 +225,9 @@ def meta_csv(feed: Feed) -> str:
     return buffer.getvalue()
 
 
+# The manifest columns amazon_package reads (api.amazon_export makes Rows of these only).
+AMAZON_COLUMNS = ["master_id", "channel", "status", "master_kind", "path", "width", "height",
+                  "bytes", "sha256"]
 AMAZON_NAME = re.compile(r"^(?P<sku>.+)\.(?P<slot>MAIN|PT0[1-8]|SWCH)\.(?P<ext>[a-z]+)$")
 
 

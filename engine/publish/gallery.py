@@ -22,6 +22,10 @@ SET_OUTPUT = re.compile(r"^(?P<set>.+)-(?P<format>avif|webp|jpeg)$")
 # channel output `<set>-<format>` makes `<set>-<format>-<width>`.
 CHOSEN = re.compile(r"^(?P<set>.+)-(?P<format>avif|webp|jpeg)-(?P<width>[0-9]+)$")
 BROWSER_ORDER = ("avif", "webp", "jpeg")  # what a browser should try first
+# The manifest columns the gallery reads (api.gallery makes Rows of these only).
+GALLERY_COLUMNS = ["master_id", "master_kind", "product", "position", "role", "title", "alt",
+                   "channel", "output", "path", "format", "width", "height", "status",
+                   "breakpoints", "video_codec"]
 MIME = {"avif": "image/avif", "webp": "image/webp", "jpeg": "image/jpeg"}
 # `src` (browsers without srcset, crawlers): a mid rendition, the widest JPEG up to this width;
 # the largest would cost a phone megabytes it never asked for.
