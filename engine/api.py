@@ -648,6 +648,7 @@ def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
         google_tsv,
         meta_csv,
         product_feed,
+        product_image_mask,
     )
 
     store = Store(_manifest_folder(out))
@@ -657,16 +658,9 @@ def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
     # the videos a Meta feed may take) become Python rows, with the columns a feed reads.
     products: set[str | None] = set()
     sizes: list[tuple[str, str, int]] = []
-
-    def product_images(table: pa.Table) -> pa.ChunkedArray:
-        return pc.and_(pc.and_(manifest.published_mask(table),
-                               pc.fill_null(pc.equal(table.column("channel"), channel), False)),
-                       pc.fill_null(pc.equal(pc.coalesce(table.column("role"), "product"),
-                                             "product"), False))
-
     for table in _streamed(store, ["channel", "status", "path", "role", "product", "output",
                                    "format", "width", "height"]):
-        mine = table.filter(product_images(table))
+        mine = table.filter(product_image_mask(table, channel))
         products.update(pc.unique(mine.column("product")).to_pylist())
         if output is None and mine.num_rows:
             pixels = pc.multiply(pc.cast(mine.column("width"), pa.int64()),
@@ -680,7 +674,7 @@ def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
     videos = (pa.array(VIDEO_FORMATS, pa.string()) if kind == "meta" else None)
     parts = []
     for table in _streamed(store, FEED_COLUMNS):
-        keep = pc.and_(product_images(table),
+        keep = pc.and_(product_image_mask(table, channel),
                        pc.fill_null(pc.equal(table.column("output"), output or ""), False))
         if videos is not None:
             keep = pc.or_(keep, pc.and_(manifest.published_mask(table), pc.fill_null(

@@ -692,7 +692,7 @@ def report(out, catalog, channels, statuses, master, limit) -> None:  # noqa: AN
 
     The header counts the whole manifest; the page shows the masters the options select."""
     target = api.report(out, catalog, channels=channels, statuses=statuses, master=master,
-                        limit=limit or None, on_info=lambda message: say(message))
+                        limit=limit, on_info=lambda message: say(message))
     say(f"report: {target}", err=False)
 
 

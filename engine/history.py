@@ -441,8 +441,7 @@ def diff(out: str, older: str | None = None, newer: str | None = None) -> RunDif
                                                      False)))
             mine.append(batch.filter(pc.and_(ours, pc.fill_null(pc.is_in(
                 status, value_set=pa.array(DIFF_STATUSES)), False))))
-            skipped += pc.sum(pc.and_(ours, pc.fill_null(
-                pc.equal(status, Status.SKIPPED.value), False))).as_py() or 0
+            skipped += _skipped(batch, newer)
     empty = pa.schema([manifest.SCHEMA.field(c) for c in DIFF_COLUMNS]).empty_table()
     table = pa.concat_tables([empty, *mine])
     rendered = table.filter(pc.equal(table.column("status"), Status.OK.value))
@@ -506,6 +505,12 @@ def _regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(held)
 
 
+def _skipped(table: pa.Table, run: str) -> int:
+    """How many of `table`'s rows `run` recorded `skipped`."""
+    return pc.sum(pc.fill_null(pc.and_(pc.equal(table.column("run_id"), run), pc.equal(
+        table.column("status"), Status.SKIPPED.value)), False)).as_py() or 0
+
+
 @contextmanager
 def _readable(store: Store, run: str) -> Iterator[None]:
     """A run's history file that cannot be read stops `diff` with its name and the reason."""
@@ -524,9 +529,6 @@ def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], in_file: int) -
     recorded = manifest.meta_value(meta, manifest.META_UNCHANGED)
     if recorded is not None:
         return int(recorded)
-    def skipped(table: pa.Table) -> int:
-        return pc.sum(pc.and_(pc.equal(table.column("run_id"), run),
-                              pc.equal(table.column("status"), Status.SKIPPED.value))).as_py() or 0
     if manifest.meta_value(meta, manifest.META_HISTORY) != manifest.HISTORY_DELTA:
         return in_file
     try:
@@ -534,7 +536,8 @@ def _unchanged(store: Store, run: str, meta: dict[bytes, bytes], in_file: int) -
     except ConfigError:  # a corrupt manifest: the history alone still tells
         last = None
     if last == run:
-        return sum(skipped(t) for t in manifest.iter_tables(store, columns=["run_id", "status"]))
+        return sum(_skipped(t, run) for t in manifest.iter_tables(store,
+                                                                  columns=["run_id", "status"]))
     state, _ = _replayed(store, until=run)
     return sum(r.run_id == run and r.status == Status.SKIPPED for r in state.values())
 

@@ -82,10 +82,8 @@ def read_state(store: Store) -> tuple[pa.Table, dict[bytes, bytes]]:
 
 def read_meta(store: Store) -> dict[bytes, bytes]:
     """The manifest's metadata alone (its footer, not its rows); {} when there is none."""
-    target = store.path(MANIFEST_NAME)
     try:
-        with store.fs.open(target, "rb") as fh:
-            return dict(pq.read_schema(fh).metadata or {})
+        return read_footer(store, MANIFEST_NAME)
     except (FileNotFoundError, IsADirectoryError):
         return {}
     except (pa.ArrowException, OSError, ValueError):
@@ -114,22 +112,12 @@ def iter_tables(store: Store, batch_rows: int = 1 << 16, relative: str = MANIFES
         parquet = pq.ParquetFile(fh)
         have = [c for c in columns if c in parquet.schema_arrow.names] if columns else None
         for batch in batches(parquet, have, batch_rows):
-            table = pa.Table.from_batches([batch])
-            if columns is None:
-                yield conform(table)
-                continue
-            for name in columns:  # a column an older file lacks: nulls, as conform() does
-                if name not in have:
-                    table = table.append_column(SCHEMA.field(name),
-                                                pa.nulls(table.num_rows, SCHEMA.field(name).type))
-            yield table.select(columns)
+            yield conform(pa.Table.from_batches([batch]), columns)
 
 
 def read_footer(store: Store, relative: str) -> dict[bytes, bytes]:
-    """The key-value metadata of one of OUT's Parquet files (a history), from its footer; {}
-    when there is no such file."""
-    if store.size(relative) is None:
-        return {}
+    """The key-value metadata of one of OUT's Parquet files (the manifest, a history), from its
+    footer; FileNotFoundError when there is none."""
     with store.fs.open(store.path(relative), "rb") as fh:
         return dict(pq.read_schema(fh).metadata or {})
 
@@ -141,17 +129,11 @@ def read_rows(store: Store, relative: str = MANIFEST_NAME) -> list[Row]:
 
 def read_history(store: Store, run_id: str) -> tuple[list[Row], dict[bytes, bytes]]:
     """A run's history file: its rows and its metadata ({} for an older, full history)."""
-    table, meta = read_history_table(store, run_id)
-    return from_table(table), meta
-
-
-def read_history_table(store: Store, run_id: str) -> tuple[pa.Table, dict[bytes, bytes]]:
-    """read_history's rows as an Arrow table (a first night's history holds every row)."""
     data = store.read(history_path(run_id))
     if data is None:
-        return SCHEMA.empty_table(), {}
+        return [], {}
     table = _read_parquet(data)
-    return conform(table), dict(table.schema.metadata or {})
+    return from_table(conform(table)), dict(table.schema.metadata or {})
 
 
 def runs(store: Store) -> list[str]:
@@ -167,14 +149,16 @@ def history_path(run_id: str, suffix: str = ".parquet") -> str:
     return f"{RUNS_DIR}/{run_id}{suffix}"
 
 
-def conform(table: pa.Table) -> pa.Table:
-    """A table with exactly SCHEMA's columns (an older manifest may lack the newer ones)."""
+def conform(table: pa.Table, names: list[str] | None = None) -> pa.Table:
+    """A table with exactly SCHEMA's columns, or those `names` of them, in SCHEMA's types (an
+    older manifest may lack the newer ones: nulls)."""
+    schema = SCHEMA if names is None else pa.schema([SCHEMA.field(n) for n in names])
     columns = [
         table.column(f.name).cast(f.type) if f.name in table.column_names
         else pa.nulls(table.num_rows, f.type)
-        for f in SCHEMA
+        for f in schema
     ]
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def read_table(store: Store, relative: str = MANIFEST_NAME) -> pa.Table:

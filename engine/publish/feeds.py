@@ -19,8 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..errors import ConfigError
 from ..formats import VIDEO_CONTAINERS, extension, outputs
+from ..manifest import published_mask
 from ..rows import PUBLISHED, Row
 
 MAX_URL = 2000
@@ -107,6 +111,13 @@ def is_product_image(row: Row, channel: str) -> bool:
     """A served file of `channel` from the product workflow: what a feed lists."""
     return (row.channel == channel and row.status in PUBLISHED
             and (row.role or "product") == "product")
+
+
+def product_image_mask(table: pa.Table, channel: str) -> pa.ChunkedArray:
+    """is_product_image over a batch of manifest rows (status, path, channel, role)."""
+    return pc.and_(pc.and_(published_mask(table), pc.fill_null(
+        pc.equal(table.column("channel"), channel), False)), pc.fill_null(
+        pc.equal(pc.coalesce(table.column("role"), "product"), "product"), False))
 
 
 def _is_apparel(row: Row, apparel: bool) -> bool:
