@@ -26,6 +26,8 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
     goes through libvips' built-in CMYK profile; 16-bit, greyscale, Lab and the rest go through
     libvips' colourspace conversion. Alpha is kept, scaled to 8 bits.
     """
+    if _is_srgb8(image) and image.bands == SRGB_BANDS and not image.get_typeof("icc-profile-data"):
+        return image  # already what comes out (most JPEGs): no operation to build and run
     alpha = None
     if image.hasalpha():
         alpha = _to_uchar(image[image.bands - 1])
@@ -35,8 +37,19 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
         image = image.bandjoin([image, image])
     if image.bands > SRGB_BANDS:  # extract_band costs a pass over every pixel: only if needed
         image = image[:SRGB_BANDS]
-    image = _to_uchar(image).copy(interpretation="srgb")
+    image = _srgb8(_to_uchar(image))
     return image if alpha is None else image.bandjoin(alpha)
+
+
+def _is_srgb8(image: pyvips.Image) -> bool:
+    return image.format == "uchar" and image.interpretation == "srgb"
+
+
+def _srgb8(image: pyvips.Image) -> pyvips.Image:
+    """8-bit pixels labelled sRGB; unchanged (no operation) when they are already."""
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image if image.interpretation == "srgb" else image.copy(interpretation="srgb")
 
 
 def _colour_to_srgb(image: pyvips.Image) -> pyvips.Image:
@@ -77,7 +90,7 @@ def flatten(image: pyvips.Image, background: tuple[int, int, int]) -> pyvips.Ima
     """Composite alpha onto a solid background (for formats without alpha, and for trimming)."""
     if not image.hasalpha():
         return image
-    return image.flatten(background=list(background)).cast("uchar").copy(interpretation="srgb")
+    return _srgb8(image.flatten(background=list(background)))
 
 
 TRIM_DETECT_SIZE = 1024
@@ -136,7 +149,7 @@ def resize_exact(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
         out = image.resize(hscale, vscale=vscale, kernel="lanczos3")
     if (out.width, out.height) != (width, height):  # float rounding: settle the last pixel
         out = out.gravity("centre", width, height, extend="copy")
-    return out.cast("uchar").copy(interpretation="srgb")
+    return _srgb8(out)
 
 
 def crop(image: pyvips.Image, box: Box) -> pyvips.Image:
