@@ -1,3 +1,4 @@
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,21 @@ def test_a_master_read_once_streams_and_renders_the_same_bytes(tmp_path, orienta
     header = dec.probe(data)
     assert dec.decode(data, header, 0.5, once=True).streamed == (orientation == 1)
     assert not dec.decode(data, header, 0.5).streamed
+
+
+@pytest.mark.parametrize("loader", [dec.JPEG, None])
+def test_an_image_read_in_place_keeps_the_bytes_it_reads(loader):
+    """dec.load reads a master's bytes where they are (no copy): the image, and images made
+    from it, keep them alive after the caller has let them go; pixels are pulled only later."""
+    data = P.scene(640, 480).jpegsave_buffer(Q=90)
+    expected = load_bytes(data).resize(0.5).copy_memory()
+    image = dec.load(bytes(bytearray(data)), loader, access="sequential").resize(0.5)
+    gc.collect()
+    # memory freed too early is reused here (the named loader fails without load()'s reference)
+    scratch = [bytes([i]) * n for i in range(64) for n in (len(data), len(data) // 2)]
+    got = image.copy_memory()  # the pixels are decoded now, from the bytes the image kept
+    del scratch
+    assert (got - expected).abs().max() == 0
 
 
 @pytest.mark.parametrize("update", [
