@@ -95,8 +95,10 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
     n = cores()
     made: dict[str, int] = {}
 
+    data = master.read_bytes()  # read once, as sharp's task does (sharp_fanout.cjs)
+
     def engine_op() -> None:
-        out = render_all(master.read_bytes(), {"t": preset})[0]["t"]
+        out = render_all(data, {"t": preset})[0]["t"]
         assert (out.width, out.height) == TASK_OUT
         made["engine"] = len(out.data)
 
