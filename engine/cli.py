@@ -324,7 +324,7 @@ def _echo_json(doc: Any) -> None:
 def _echo_json_rows(doc: dict[str, Any]) -> None:
     """_echo_json for a document whose lists of rows may be long (a first night's diff lists
     every derivative): each row is written as it is read, never all held as dicts at once."""
-    out = click.get_text_stream("stdout")
+    out = sys.stdout  # where click.echo writes (Click 8.5 deprecates get_text_stream)
     out.write("{")
     for i, (key, value) in enumerate(doc.items()):
         out.write(f"{',' if i else ''}\n  {json.dumps(key)}: ")
@@ -665,7 +665,9 @@ def feed_gallery(out, base_url, fmt, channel, video_channel, output_file) -> Non
 def feed_manifest(out, fmt, output_file) -> None:  # noqa: ANN001
     """The manifest itself, as CSV or JSON."""
     if output_file is None:
-        api.export_manifest(out, fmt, click.get_binary_stream("stdout"))
+        # bytes under the text layer, flushed first (Click 8.5 deprecates get_binary_stream)
+        sys.stdout.flush()
+        api.export_manifest(out, fmt, sys.stdout.buffer)
     else:  # a temporary beside it, renamed when whole: a failed export leaves the file as it was
         from .store import stream_atomic
 
