@@ -4,6 +4,7 @@ exports. No printing here."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import time
@@ -525,6 +526,9 @@ OWN_ENTRIES = (manifest.MANIFEST_NAME, manifest.RUNS_DIR, snapshot.CONFIG_DIR, "
                "report.html")
 
 
+CHECK_BATCH = 100_000  # files under OUT looked up in check's claims at a time
+
+
 def check(out: str | Path, config_dir: str | Path | None = None,
           reset_config: bool = False,
           on_info: Callable[[str], None] | None = None) -> CheckResult:
@@ -534,14 +538,14 @@ def check(out: str | Path, config_dir: str | Path | None = None,
     Files under OUT that fanout did not write are listed as foreign, and left alone; files an
     interrupted run created (the next render removes them) are problems.
     """
-    from .checks import check_tree
+    from .checks import PathSet, check_tree
 
     out_path = _manifest_folder(out)
     store = Store(out_path)
     config = _config_for(store, config_dir, reset_config, on_info or (lambda message: None))
     rules = _rules(config.channels.values(), config.presets)
     presets = expand_ladders(config.presets)
-    checked, problems, kept, claimed = 0, [], [], set()
+    checked, problems, kept, claimed = 0, [], [], PathSet()
     for table in _streamed(store):  # a batch at a time: 30 million rows are never held
         rows = manifest.from_table(table.filter(manifest.published_mask(table)))
         done, found = check_tree(out_path, rows, rules, presets)
@@ -549,7 +553,9 @@ def check(out: str | Path, config_dir: str | Path | None = None,
         claimed.update(r.path for r in rows)
         kept += [r for r in rows if r.status == Status.KEPT]
     top = [p.name for p in out_path.iterdir() if p.name not in OWN_ENTRIES]
-    unclaimed = store.files_under(top) - claimed
+    walked, unclaimed = store.walk_files(top), set()  # neither tree nor claims held as strings
+    while batch := list(itertools.islice(walked, CHECK_BATCH)):
+        unclaimed.update(claimed.missing(batch))
     interrupted = {p for journal in store.files_under([manifest.RUNS_DIR])
                    if journal.endswith(manifest.JOURNAL_SUFFIX)
                    for p in manifest.read_journal(store, journal)["write"]}

@@ -311,8 +311,12 @@ class Store:
     def files_under(self, folders: Iterable[str]) -> set[str]:
         """Relative paths of the files (and links) below OUT/<folder> for each folder, without
         following links; temporaries excluded."""
-        return {posixpath.relpath(path, self.root)
-                for folder in folders for path in self._walk(folder)}
+        return set(self.walk_files(folders))
+
+    def walk_files(self, folders: Iterable[str]) -> Iterator[str]:
+        """files_under's paths as they are found, none held (a tree of 30 million files)."""
+        return (posixpath.relpath(path, self.root)
+                for folder in folders for path in self._walk(folder))
 
     def remove(self, relative_paths: Iterable[str],
                protect: Protected | Iterable[str] = ()) -> int:

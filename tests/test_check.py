@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import problem_images as P
 import pytest
 import pyvips
@@ -12,9 +13,11 @@ from click.testing import CliRunner
 from helpers import read
 
 from benchmarks.bytes import fixed_config
-from engine import api
+from engine import api, manifest
+from engine.checks import PathSet
 from engine.cli import main
 from engine.demo import _to_image, product_shot
+from engine.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +152,39 @@ def test_pixel_rules_on_alpha_count_transparent_pixels_as_background():
     image = _canvas([0, 0, 0, 0], bands=4).draw_rect([200, 30, 30, 255], 5, 5, 90, 20, fill=True)
     assert pixel_violations(Rules(min_fill=0.85), image) == []  # 90 wide on transparent
     assert "found 0.0%" in pixel_violations(Rules(min_fill=0.85), _canvas([0, 0, 0, 0], bands=4))[0]
+
+
+def test_check_tells_foreign_files_from_an_interrupted_runs_across_batches(rendered, monkeypatch):
+    """Check looks the files under OUT up in its claims a batch at a time (PathSet, not a set
+    of every path): foreign files in several folders are listed, a file an interrupted run's
+    journal names is a problem, fanout's own files are neither, whatever the batch size."""
+    monkeypatch.setattr(api, "CHECK_BATCH", 3)
+    out = rendered
+    foreign = ["email/scene/extra.jpg", "web/notes.txt", "amazon/é ü/x.jpg"]
+    for path in foreign:
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(b"someone else's")
+    (out / "web/shoe/half-written.webp").write_bytes(b"cut short")
+    manifest.write_journal(Store(out), "20261129T000000Z-dead", ["web/shoe/half-written.webp"],
+                           [])
+    result = api.check(out)
+    assert result.foreign == sorted(foreign)
+    assert result.problems == [("web/shoe/half-written.webp", "unrecorded: written by an "
+                                "interrupted run; the next render removes it")]
+    assert result.checked == len(read(out))
+
+
+def test_path_set_membership_is_exact_when_first_hashes_collide(monkeypatch):
+    paths = PathSet()
+    assert paths.missing(["a"]) == ["a"]
+    paths.update(["a", "b/c", "é/ü"])
+    paths.update(iter(["d"]))
+    assert paths.missing(["a", "x", "é/ü", "d", "b/c/"]) == ["x", "b/c/"]
+    # every path's first hash the same: membership rests on the second one along the run
+    def pairs(batch):
+        return np.array([(7, hash(p)) for p in batch], np.int64).reshape(-1, 2)
+
+    monkeypatch.setattr(PathSet, "_pairs", staticmethod(pairs))
+    colliding = PathSet()
+    colliding.update(["a", "b", "c"])
+    assert colliding.missing(["c", "z", "a", "y"]) == ["z", "y"]
