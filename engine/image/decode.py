@@ -10,9 +10,9 @@ Three kinds of master take another road to the same result (see each module):
 - SVG: svg.py, rasterised by resvg after safety checks, at the size the outputs need. A vector
   master's `Decoded` size is the raster's own: every derivative is then made by shrinking (or
   keeping) that raster, so no step sees an upscale from the vector.
-- Ultra HDR (gain map) JPEGs: libvips sniffs them as uhdrload; the SDR image they carry is an
-  ordinary JPEG, read with jpegload (shrink-on-load, orientation, ICC as every JPEG); the gain
-  map is ignored.
+- Ultra HDR (gain map) JPEGs: libvips would sniff them as uhdrload, but every JPEG (by fanout's
+  own sniff) is read with jpegload: the SDR image they carry is an ordinary JPEG
+  (shrink-on-load, orientation, ICC as every JPEG); the gain map is ignored.
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
                       max_pixels=max_pixels, vector=vector)
     if sniffed is not None and sniffed.name == "heif":
         return _heif_header(data, max_pixels)
-    try:
-        image = load(data, access="sequential")
+    try:  # a JPEG by name (Ultra HDR ones too: their SDR image); else the one libvips sniffs
+        image = load(data, JPEG if sniffed is not None and sniffed.name == "jpeg" else None,
+                     access="sequential")
     except pyvips.Error as exc:
         raise MasterError(f"not a supported image: {vips_message(exc)}") from None
     loader = image.get("vips-loader")
@@ -108,12 +109,6 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     if loader == "heifload_source" and image.get_typeof("heif-compression"):
         if image.get("heif-compression") != "av1":  # libvips here decodes AV1 only
             return _heif_header(data, max_pixels)  # an HEIC under a generic brand (mif1)
-    if loader == "uhdrload_source":  # an Ultra HDR JPEG: its SDR image, as any JPEG
-        loader = JPEG
-        try:
-            image = load(data, JPEG, access="sequential")
-        except pyvips.Error as exc:
-            raise MasterError(f"not a supported image: {vips_message(exc)}") from None
     width, height = _oriented(image)
     _check_pixels(width, height, max_pixels)
     return Header(loader=loader, width=width, height=height, max_pixels=max_pixels)
@@ -172,7 +167,7 @@ def decode(data: bytes, header: Header, scale: float, once: bool = False) -> Dec
     try:
         if header.loader == HEIF:
             return _decode_heif(data, header, scale)
-        # a JPEG by name: sniffing picks uhdrload for an Ultra HDR JPEG
+        # a JPEG by name, as probe read it (sniffing picks uhdrload for an Ultra HDR JPEG)
         image = load(data, JPEG if header.loader == JPEG else None, **options)
         # Colour first: it streams, so the sequential read stays in order. Rotating needs random
         # access, which the in-memory copy gives for free.
