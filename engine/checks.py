@@ -119,12 +119,12 @@ def check_tree(
 class PathSet:
     """A large set of paths (every file a manifest of 30 million rows claims) held as two
     64-bit hashes a path, this process's str hashes of the path and of it with a NUL after:
-    16 bytes a path where a Python set of the strings takes well over 100. Membership is
-    exact unless two paths share both hashes (about 30M^2 / 2^128: never in practice)."""
+    16 bytes a path where a Python set of the strings takes over 100. Membership is exact
+    unless two paths share both hashes (about 30M^2 / 2^128: never in practice)."""
 
     def __init__(self) -> None:
         self._parts: list[np.ndarray] = []
-        self._keys: np.ndarray | None = None  # sorted (first, second) pairs, once asked
+        self._first = self._second = np.empty(0, np.int64)  # sorted by first
 
     @staticmethod
     def _pairs(paths: Iterable[str]) -> np.ndarray:
@@ -133,19 +133,27 @@ class PathSet:
 
     def update(self, paths: Iterable[str]) -> None:
         self._parts.append(self._pairs(paths))
-        self._keys = None
 
     def missing(self, paths: list[str]) -> list[str]:
         """The paths not in the set, in their order."""
-        if self._keys is None:
-            keys = np.concatenate(self._parts or [np.empty((0, 2), np.int64)])
-            self._keys = keys[np.lexsort((keys[:, 1], keys[:, 0]))]
-            self._parts = [self._keys]
-        keys, asked = self._keys, self._pairs(paths)
-        lo = np.searchsorted(keys[:, 0], asked[:, 0], "left")
-        hi = np.searchsorted(keys[:, 0], asked[:, 0], "right")
+        if self._parts:  # sorted by first hash once, as two contiguous columns
+            firsts = np.concatenate([self._first, *(part[:, 0] for part in self._parts)])
+            seconds = np.concatenate([self._second, *(part[:, 1] for part in self._parts)])
+            self._parts = []
+            order = np.argsort(firsts)
+            self._first = firsts[order]
+            del firsts
+            self._second = seconds[order]
+            del seconds, order
+        first, second, asked = self._first, self._second, self._pairs(paths)
+        # asked in sorted order: each search starts where the last ended (NumPy's binary
+        # search), instead of 25 cache misses a path across 480 MB of keys
+        by_first = np.argsort(asked[:, 0])
+        lo, hi = np.empty(len(asked), np.intp), np.empty(len(asked), np.intp)
+        lo[by_first] = np.searchsorted(first, asked[by_first, 0], "left")
+        hi[by_first] = np.searchsorted(first, asked[by_first, 0], "right")
         one = (hi - lo) == 1  # the usual case: the first hash alone places it
-        hit = one & (keys[np.minimum(lo, len(keys) - 1), 1] == asked[:, 1]) if len(keys) else one
+        hit = one & (second[np.minimum(lo, len(first) - 1)] == asked[:, 1]) if len(first) else one
         for i in np.flatnonzero(hi - lo > 1):  # first hashes shared: look along the run
-            hit[i] = bool(np.any(keys[lo[i]:hi[i], 1] == asked[i, 1]))
+            hit[i] = bool(np.any(second[lo[i]:hi[i]] == asked[i, 1]))
         return [p for p, found in zip(paths, hit.tolist(), strict=True) if not found]
