@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +94,11 @@ def test_engine_overhead_tells_the_tail_from_the_overhead_of_busy_time() -> None
     # a worker that never ran a task idles from the first start to the last end
     assert engine_overhead(rows, 10.0, 3, spans)["tail_idle_pct"] == round(
         100 * (4.0 + 8.5) / 30, 2)
+
+
+@pytest.mark.parametrize("way", ["pathset", "sets"])
+def test_check_paths_benchmark_runs_both_ways(way: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.check_paths", "--paths", "2500",
+                           "--way", way], capture_output=True, text=True, check=True)
+    figure = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figure["way"] == way and figure["paths"] == 2500 and figure["peak_rss_mb"] > 0
