@@ -715,9 +715,9 @@ def _flat(table: pa.Table) -> pa.Table:
         table = table.set_column(table.schema.get_field_index(name), name,
                                  pc.if_else(empty, pa.scalar(None, pa.string()), joined))
     extra = table.column("extra")
-    texts = [None] * len(extra)
-    for i in pc.indices_nonzero(pc.is_valid(extra)).to_pylist():
-        pairs = extra[i].as_py()
+    texts: list[str | None] = [None] * len(extra)
+    have = pc.indices_nonzero(pc.is_valid(extra))  # the rows' maps made Python in one call
+    for i, pairs in zip(have.to_pylist(), pc.take(extra, have).to_pylist(), strict=True):
         texts[i] = json.dumps(dict(pairs), ensure_ascii=False, sort_keys=True) if pairs else None
     return table.set_column(table.schema.get_field_index("extra"), "extra",
                             pa.array(texts, pa.string()))
