@@ -232,6 +232,18 @@ def test_ultra_hdr_jpeg_shrinks_on_load():
     assert (d.image.width, d.image.height) == (16, 12) and d.scale == 0.25
 
 
+def test_ultra_hdr_jpeg_with_a_stray_byte_after_its_start_is_read_as_a_jpeg():
+    """libjpeg skips a stray byte after SOI, fanout's sniff does not take it as a JPEG start,
+    libvips sniffs uhdrload: still read as the JPEG it is, with shrink-on-load."""
+    data = sample("uhdr-rotated.jpg")
+    odd = data[:2] + b"\x00" + data[2:]
+    assert fmts.sniff_format(odd) is None
+    header = dec.probe(odd)
+    assert (header.loader, header.width, header.height) == (dec.JPEG, 64, 48)
+    image = dec.decode(odd, header, 0.25).image
+    assert (image.width, image.height) == (16, 12)
+
+
 # --- SVG ----------------------------------------------------------------------------------------
 
 

@@ -176,8 +176,11 @@ def render_decoded(
         try:
             return renderer.render(presets[recipe], (framings or {}).get(recipe))
         except pyvips.Error as exc:
-            if decoded.streamed:  # it decodes here: its errors are the master's (render_all)
-                raise _Undecodable(f"cannot decode image: {dec.vips_message(exc)}") from None
+            if decoded.streamed:  # it decodes here: its errors are the master's (render_all),
+                # without the saver's echo of them (vips2png: unable to write to target ...)
+                reason = "; ".join(part for part in dec.vips_message(exc).split("; ")
+                                   if "unable to write to target" not in part)
+                raise _Undecodable(f"cannot decode image: {reason}") from None
             raise MasterError(f"render failed: {dec.vips_message(exc)}") from None
 
     sets: dict[str, list[str]] = {}
