@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -30,7 +31,11 @@ from engine.image.render import render_all
 from engine.spec.models import ImagePreset
 
 WORK = Path(__file__).parent / "work"
-SHARP_VERSION = "0.34.5"
+# sharp's current release (2026-09-27), on libvips 8.18.7 as pyvips-binary is: the same libvips
+# underneath both. It needs Node.js 20.9 or later; an older node gets the last release that ran
+# there (0.34.5, libvips 8.17.3), and the report names the version it measured.
+SHARP_VERSION = "0.35.5"
+SHARP_FOR_OLD_NODE = ("0.34.5", (20, 9))
 GRAVITY_IM = {"centre": "center", "north": "north", "south": "south", "east": "east",
               "west": "west", "north-east": "northeast", "north-west": "northwest",
               "south-east": "southeast", "south-west": "southwest", "attention": "center"}
@@ -48,15 +53,33 @@ def apt_install(package: str) -> bool:
 def setup_sharp() -> tuple[Path | None, str]:
     """sharp installed with npm under benchmarks/work/node; (module path, or None and why)."""
     module = WORK / "node" / "node_modules" / "sharp"
-    if not module.exists():
-        if shutil.which("npm") is None:
-            return None, "npm is not installed (sharp needs Node.js and npm)"
-        done = subprocess.run(["npm", "install", "--prefix", str(WORK / "node"),
-                               f"sharp@{SHARP_VERSION}"], capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0 or not module.exists():
-            return None, f"npm install sharp failed: {done.stderr.strip()[-300:]}"
-    return module, f"sharp {SHARP_VERSION}"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return None, "Node.js and npm are not installed (sharp needs them)"
+    version = _sharp_version_for(_node_version())
+    if _installed_version(module) != version:
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix",
+                               str(WORK / "node"), f"sharp@{version}"], capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0 or _installed_version(module) != version:
+            return None, f"npm install sharp@{version} failed: {done.stderr.strip()[-300:]}"
+    return module, f"sharp {version}"
+
+
+def _node_version() -> tuple[int, ...]:
+    done = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+    return tuple(int(part) for part in re.findall(r"\d+", done.stdout)[:3]) or (0,)
+
+
+def _sharp_version_for(node: tuple[int, ...]) -> str:
+    old, needs = SHARP_FOR_OLD_NODE
+    return SHARP_VERSION if node >= needs else old
+
+
+def _installed_version(module: Path) -> str | None:
+    try:
+        return json.loads((module / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def setup_imagemagick() -> tuple[str | None, str]:

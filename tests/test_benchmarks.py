@@ -79,6 +79,18 @@ def test_lossless_references_keep_alpha_only_where_the_output_does() -> None:
     assert peers.lossless_jobs(jobs, set()) == []
 
 
+def test_sharp_is_the_current_release_where_node_runs_it(tmp_path: Path) -> None:
+    assert peers._sharp_version_for((22, 1, 0)) == peers.SHARP_VERSION
+    assert peers._sharp_version_for((20, 9, 0)) == peers.SHARP_VERSION
+    assert peers._sharp_version_for((20, 8, 1)) == peers.SHARP_FOR_OLD_NODE[0]
+    assert peers._sharp_version_for((18, 19, 0)) == peers.SHARP_FOR_OLD_NODE[0]
+    module = tmp_path / "sharp"
+    assert peers._installed_version(module) is None  # not installed: setup installs it
+    module.mkdir()
+    (module / "package.json").write_text(json.dumps({"name": "sharp", "version": "0.34.5"}))
+    assert peers._installed_version(module) == "0.34.5"  # another version: setup replaces it
+
+
 def test_engine_overhead_tells_the_tail_from_the_overhead_of_busy_time() -> None:
     """Two workers over 10 s of wall time (20 worker-seconds): worker a ran two masters until
     9 s, worker b one until 5 s; the rows say 12 s of decode and render. Tail: b idle from 5
