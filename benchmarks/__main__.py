@@ -427,8 +427,11 @@ def main() -> None:
         "peers": [why for what, why in ((sharp, sharp_why), (convert, im_why)) if what],
     }
     repeat = 1 if quick else args.repeat
-    # the task is cheap and its figure the noisiest: three rounds even when quick
-    report["task"] = task(60 if quick else 200, 3 if quick else repeat, sharp, convert)
+    # the task is cheap and its figure the noisiest: five rounds even when quick, of 150
+    # operations each (60 x 3 rounds: two quick runs' ratios 1.035 and 0.981, a round's ratio
+    # 0.95-1.08 around parity)
+    report["task"] = task(150 if quick else 200, 5 if quick else max(5, repeat), sharp,
+                          convert)
     # 6 masters when quick: with 3 on 2 workers the last master's tail was half the figure's
     # noise (two runs' catalog ratios 12-14% apart)
     report["catalog"] = catalog(6 if quick else args.masters, repeat, sharp, convert)
