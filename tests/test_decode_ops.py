@@ -295,12 +295,19 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)
 """
 
 
-@pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"),
-                    reason="glibc's malloc thresholds: another C library is left alone")
+def _glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc's malloc thresholds: other C libraries are "
+                    "left alone")
 def test_streamed_renders_on_two_threads_do_not_fault_their_buffers_in_each_time(tmp_path):
     """Two threads each rendering one streamed derivative (sharp's task): after configure(),
     glibc keeps the ~2 MB of libjpeg buffers an operation frees instead of handing them to the
-    kernel and faulting them in again (this VM: 34 faults an operation against 480-650)."""
+    kernel and faulting them in again (this VM: 34 faults an operation against 420-650)."""
     from engine.demo import _to_image, lifestyle_scene
 
     master = tmp_path / "task.jpg"  # made here: a big array freed in the child would raise
@@ -311,6 +318,8 @@ def test_streamed_renders_on_two_threads_do_not_fault_their_buffers_in_each_time
                               capture_output=True, text=True, check=True)
         return float(done.stdout.strip())
 
+    plain = faults("plain")  # without configure(): glibc 2.36 here, 420-650
+    if plain < 150:
+        pytest.skip(f"this glibc keeps the buffers by itself ({plain:.0f} faults an operation)")
     configured = faults("configure")
-    assert configured < 150, configured
-    assert faults("plain") > 2 * configured  # what configure() changes (glibc 2.36 here: 500+)
+    assert configured < 150, (configured, plain)

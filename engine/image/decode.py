@@ -73,13 +73,14 @@ def _raise_malloc_thresholds() -> None:
     time a freed mmapped block is bigger, it raises both, to that size and twice it (mallopt(3),
     M_MMAP_THRESHOLD). Until then, two threads each rendering one streamed derivative (sharp's
     benchmark task: decode, resize and encode a JPEG, ~2 MB of libjpeg buffers an operation)
-    hand that memory back after every operation and fault it in again: 480-650 minor faults
-    and 1.3-2 ms of system time an operation, 3% of its time (this VM, 2 threads; sharp in
-    node: 60-90). One 8 MiB block freed here sets 8 MiB / 16 MiB: 34 faults an operation.
+    hand that memory back after every operation and fault it in again: 420-650 minor faults
+    and 1.4-2 ms of system time an operation, 3% of its time (this VM, 2 threads; sharp in
+    node: 54-90). One 8 MiB block freed here sets 8 MiB / 16 MiB: 34 faults an operation.
     mallopt() itself is not used: setting a threshold turns glibc's own adjustment off, and a
-    fixed one measured worse on the catalog job (4 MiB: +4% wall and 3x the faults; 32 MiB:
-    +25% peak RSS), where this leaves it as it was (wall and RSS within noise). Other C
-    libraries, or a preloaded allocator, are left alone."""
+    fixed one measured worse on the catalog job (a 4 MiB top pad: +8% wall and 3x the faults;
+    32 / 64 MiB thresholds: +25% peak RSS), where this leaves it as it was (wall and RSS within
+    noise; RESULTS.md, "sharp's task at parity"). Other C libraries, or a preloaded allocator,
+    are left alone."""
     try:
         if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return
