@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,7 +31,7 @@ from .publish.feeds import Feed
 from .rows import TableRows
 from .spec import Channel, Rules, load_config, snapshot
 from .spec.loader import Config
-from .store import Protected, Store, is_url, write_atomic
+from .store import Protected, Store, is_url, stream_atomic, write_atomic
 
 if TYPE_CHECKING:
     from .job import JobSettings
@@ -876,26 +876,86 @@ def _glob_regex(pattern: str) -> str:
 
 
 def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "web",
-            video_channel: str = "mobile") -> str:
-    """OUT's product galleries for a storefront, as JSON or an HTML page (publish/gallery.py).
-    `base_url`: where OUT is published (http(s)), or "." for a page inside OUT."""
-    import json
+            video_channel: str = "mobile", sink: TextIO | None = None) -> str | None:
+    """OUT's product galleries for a storefront, as JSON or an HTML page (publish/gallery.py),
+    written to `sink` a product at a time (returned as text without one). `base_url`: where
+    OUT is published (http(s)), or "." for a page inside OUT.
 
+    Two passes over the manifest: a few columns say where each product's rows start and end;
+    then the gallery's columns, a batch of rows at a time, and each product is written once
+    its last row is read: a million masters' gallery never holds more than a batch and the
+    products still open (was: every web and video row as a Python row, and the whole page)."""
     from .publish.feeds import check_base_url
-    from .publish.gallery import GALLERY_COLUMNS, gallery_html
-    from .publish.gallery import gallery as build
+    from .publish.gallery import (
+        GALLERY_COLUMNS,
+        Gather,
+        html_chunks,
+        json_chunks,
+        stream_products,
+    )
 
-    out_path, rows = _published_rows(out, [channel, video_channel], columns=GALLERY_COLUMNS)
+    if sink is None:
+        buffer = io.StringIO()
+        gallery(out, base_url, fmt, channel, video_channel, buffer)
+        return buffer.getvalue()
+    out_path = _manifest_folder(out)
+    store = Store(out_path)
     base = "." if base_url == "." else check_base_url(base_url)
-    doc = build(rows, out_path, base, channel, video_channel)
-    if fmt == "html":
-        return gallery_html(doc, f"Storefront: {out_path.name}")
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    wanted = pa.array(sorted({channel, video_channel}), pa.string())
+
+    def served(table: pa.Table) -> pa.ChunkedArray:
+        return pc.and_(manifest.published_mask(table),
+                       pc.fill_null(pc.is_in(table.column("channel"), value_set=wanted), False))
+
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    offset = 0
+    for table in _streamed(store, ["channel", "status", "path", "role", "product"]):
+        mask = pc.and_(pc.and_(served(table), pc.is_valid(table.column("product"))),
+                       pc.fill_null(pc.not_equal(table.column("role"), "editorial"), True))
+        at = pc.indices_nonzero(mask)
+        spans = pa.table({"product": pc.take(table.column("product"), at),
+                          "at": pc.add(pc.cast(at, pa.int64()), offset)}).group_by(
+            "product").aggregate([("at", "min"), ("at", "max")])
+        for product, low, high in zip(*(spans.column(c).to_pylist()
+                                        for c in ("product", "at_min", "at_max")), strict=True):
+            first.setdefault(product, low)
+            last[product] = high
+        offset += table.num_rows
+    order = sorted(first, key=first.__getitem__)
+    columns = list(dict.fromkeys([*GALLERY_COLUMNS, "channel", "status", "path"]))
+
+    def batches() -> Iterator[tuple[int, list[Row]]]:
+        end = 0
+        for table in _streamed(store, columns):
+            end += table.num_rows
+            yield end, manifest.from_table(table.filter(served(table)))
+
+    gather = Gather(channel, video_channel)
+    products = stream_products(batches(), order, last, gather, out_path, base)
+    editorial = lambda: gather.editorial_entries(base)  # noqa: E731 (after the last product)
+    chunks = (html_chunks(products, editorial, f"Storefront: {out_path.name}") if fmt == "html"
+              else json_chunks(products, editorial))
+    for chunk in chunks:
+        sink.write(chunk)
+    return None
 
 
 def storefront(out: str | Path) -> Path:
     """Write OUT/storefront.html: the gallery's HTML form with relative URLs (works offline)."""
     out_path = Path(out)
     target = out_path / "storefront.html"
-    write_atomic(target, gallery(out_path, ".", "html").encode())
+    stream_atomic(target, as_text(lambda sink: gallery(out_path, ".", "html", sink=sink)))
     return target
+
+
+def as_text(write: Callable[[TextIO], object]) -> Callable[[BinaryIO], None]:
+    """A writer of text as one of bytes (UTF-8, newlines as written), for stream_atomic."""
+    def into(sink: BinaryIO) -> None:
+        text = io.TextIOWrapper(sink, "utf-8", newline="")
+        try:
+            write(text)
+            text.flush()
+        finally:
+            text.detach()  # the file is stream_atomic's to close
+    return into

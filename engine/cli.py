@@ -649,11 +649,13 @@ def feed_amazon(out, target, channel) -> None:  # noqa: ANN001
 @output_file
 def feed_gallery(out, base_url, fmt, channel, video_channel, output_file) -> None:  # noqa: ANN001
     """Product galleries for a storefront: srcset/<picture> sets, sizes, placeholders, videos."""
-    text = api.gallery(out, base_url, fmt, channel, video_channel)
     if output_file is None:
-        click.echo(text, nl=False)
-    else:
-        output_file.write_text(text)
+        api.gallery(out, base_url, fmt, channel, video_channel, sys.stdout)
+    else:  # a temporary beside it, renamed when whole: a failed export leaves the file as it was
+        from .store import stream_atomic
+
+        stream_atomic(output_file, api.as_text(
+            lambda sink: api.gallery(out, base_url, fmt, channel, video_channel, sink)))
         say(f"gallery -> {output_file}")
 
 

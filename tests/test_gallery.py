@@ -211,3 +211,58 @@ def test_catalog_data_is_kept_per_master(tmp_path):
     (master,) = load_catalog(tmp_path / "list.csv")
     assert (master.alt, master.title, master.tags) == ("Front", "Shoe", ("red", "sale"))
     assert master.extra == {"season": "SS26", "ean": "4006381333931"}
+
+
+def test_the_gallery_streams_a_product_at_a_time(tmp_path, monkeypatch):
+    """api.gallery reads the manifest a batch at a time and writes each product once its last
+    row is read: products whose masters the catalog interleaves still come whole, in catalog
+    order, with the same bytes as the gallery of every row in memory; only the products still
+    open are held."""
+    from engine.manifest import read_rows
+    from engine.publish import gallery as module
+    from engine.store import Store
+
+    masters = tmp_path / "masters"
+    masters.mkdir()
+    listing = [("a-0", "A", 0), ("b-0", "B", 0), ("a-1", "A", 1), ("ed", None, None),
+               ("c-1", "C", 1), ("c-0", "C", 0), ("d-0", "D", 0)]
+    lines = ["id,path,product,position,role,alt,title"]
+    for name, product, position in listing:
+        P.scene(640, 480).jpegsave(str(masters / f"{name}.jpg"))
+        role = "editorial" if product is None else "product"
+        lines.append(f"{name},masters/{name}.jpg,{product or ''},{'' if position is None else position},"
+                     f"{role},Alt {name},Title {name}")
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert api.render(tmp_path / "list.csv", out, channels=["web"],
+                      config_dir=fixed_config(tmp_path / "config")).exit_code == 0
+
+    whole = module.gallery(read_rows(Store(out)), out, BASE)
+    streamed = api._streamed
+
+    def small_batches(store, columns=None):  # noqa: ANN001, ANN202 (api._streamed's signature)
+        for table in streamed(store, columns):
+            for start in range(0, table.num_rows, 5):  # products span batches
+                yield table.slice(start, 5)
+
+    held: list[int] = []
+    product = module.Gather.product
+
+    def counted(self, name, out, base):  # noqa: ANN001, ANN202
+        held.append(len(self.products))
+        return product(self, name, out, base)
+
+    monkeypatch.setattr(api, "_streamed", small_batches)
+    monkeypatch.setattr(module.Gather, "product", counted)
+    text = api.gallery(out, BASE)
+    assert text == json.dumps(whole, indent=1, ensure_ascii=False) + "\n"
+    doc = json.loads(text)
+    assert [p["id"] for p in doc["products"]] == ["A", "B", "C", "D"]
+    assert [[i["master_id"] for i in p["images"]] for p in doc["products"]] == [
+        ["a-0", "a-1"], ["b-0"], ["c-0", "c-1"], ["d-0"]]
+    assert [e["master_id"] for e in doc["editorial"]] == ["ed"]
+    assert held and max(held) <= 2  # A stays open across B; never every product at once
+    html = api.gallery(out, BASE, "html")
+    assert html == "".join(module.html_chunks(whole["products"], lambda: whole["editorial"],
+                                              f"Storefront: {out.name}"))
+    assert html.count("<section class=\"product\"") == 4 and html.endswith("</html>\n")

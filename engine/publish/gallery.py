@@ -8,8 +8,10 @@ files: a placeholder and dominant colour per image, and each video's codecs stri
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from html import escape
 from pathlib import Path
 
@@ -199,37 +201,93 @@ def _editorial(base: str, rows: list[Row]) -> dict:
 
 def gallery(rows: list[Row], out: Path, base: str, channel: str = "web",
             video_channel: str = "mobile") -> dict:
-    """The gallery document (see the module doc); `base` is an http(s) URL or a relative
-    prefix (".") for a page inside OUT."""
-    served = [r for r in rows if r.status in PUBLISHED and r.path]
-    products: dict[str, dict[str, list[Row]]] = {}  # product -> master -> rows, catalog order
-    editorial: dict[str, list[Row]] = {}
-    for r in served:
+    """The gallery document (see the module doc) of rows in memory; `base` is an http(s) URL
+    or a relative prefix (".") for a page inside OUT. A manifest's gallery is built a product
+    at a time instead (api.gallery: stream_products, json_chunks, html_chunks)."""
+    gather = Gather(channel, video_channel)
+    for r in rows:
+        gather.add(r)
+    return {"products": [entry for product in list(gather.products)
+                         if (entry := gather.product(product, out, base))],
+            "editorial": gather.editorial_entries(base)}
+
+
+class Gather:
+    """Rows routed to where the gallery uses them: a product's masters (its images from
+    `channel`, its videos from `video_channel`), editorial sets (from `channel`) apart.
+    Products keep the order of their first served row (the manifest's, i.e. the catalog's)."""
+
+    def __init__(self, channel: str, video_channel: str) -> None:
+        self.channel, self.video_channel = channel, video_channel
+        self.products: dict[str, dict[str, list[Row]]] = {}  # product -> master -> rows
+        self.editorial: dict[str, list[Row]] = {}
+
+    def add(self, r: Row) -> None:
+        if r.status not in PUBLISHED or not r.path:
+            return
         if (r.role or "product") == "editorial":
-            if r.channel == channel:
-                editorial.setdefault(r.master_id, []).append(r)
-            continue
+            if r.channel == self.channel:
+                self.editorial.setdefault(r.master_id, []).append(r)
+            return
         if r.product is None:
-            continue
-        masters = products.setdefault(r.product, {})
+            return
+        masters = self.products.setdefault(r.product, {})
         if r.master_kind == "video":
-            if r.channel == video_channel:
+            if r.channel == self.video_channel:
                 masters.setdefault(r.master_id, []).append(r)
-        elif r.channel == channel:
+        elif r.channel == self.channel:
             masters.setdefault(r.master_id, []).append(r)
-    doc: dict = {"products": [], "editorial": []}
-    for product, masters in products.items():
+
+    def product(self, product: str, out: Path, base: str) -> dict | None:
+        """The product's entry (None without an image or video), its rows let go."""
+        masters = self.products.pop(product)
         ordered = sorted(masters.values(), key=lambda rs: (rs[0].position or 0, rs[0].master_id))
         images = [i for rs in ordered if rs[0].master_kind != "video"
                   if (i := _image(out, base, rs))]
         videos = [v for rs in ordered if rs[0].master_kind == "video"
                   if (v := _video(out, base, rs))]
-        if images or videos:
-            doc["products"].append({"id": product, "title": next(
-                (rs[0].title for rs in ordered if rs[0].title), None),
-                "images": images, "videos": videos})
-    doc["editorial"] = [_editorial(base, rs) for rs in editorial.values()]
-    return doc
+        if not (images or videos):
+            return None
+        return {"id": product, "title": next((rs[0].title for rs in ordered if rs[0].title), None),
+                "images": images, "videos": videos}
+
+    def editorial_entries(self, base: str) -> list[dict]:
+        return [_editorial(base, rs) for rs in self.editorial.values()]
+
+
+def stream_products(batches: Iterable[tuple[int, list[Row]]], order: list[str],
+                    last: dict[str, int], gather: Gather, out: Path, base: str,
+                    ) -> Iterator[dict]:
+    """Each product's entry as soon as its last row has been read, in `order`, holding only
+    the rows of products not yet complete (a catalog lists a product's masters together, so
+    few). `batches`: (the manifest row number after the batch, its rows); `order` and `last`:
+    each product's first-row order and last row number, from a pass over a few columns.
+    A product that pass did not see (the manifest replaced in between) comes at the end."""
+    ready = 0
+    for end, rows in batches:
+        for r in rows:
+            gather.add(r)
+        while ready < len(order) and last[order[ready]] < end:
+            if order[ready] in gather.products and (
+                    entry := gather.product(order[ready], out, base)):
+                yield entry
+            ready += 1
+    for product in list(gather.products):
+        if entry := gather.product(product, out, base):
+            yield entry
+
+
+def json_chunks(products: Iterable[dict], editorial: Callable[[], list[dict]]) -> Iterator[str]:
+    """json.dumps({"products": [...], "editorial": [...]}, indent=1, ensure_ascii=False) + "\n",
+    a product at a time (`editorial` is called after the last product)."""
+    yield '{\n "products": ['
+    first = True
+    for product in products:
+        text = json.dumps(product, indent=1, ensure_ascii=False).replace("\n", "\n  ")
+        yield ("\n  " if first else ",\n  ") + text
+        first = False
+    yield ("]" if first else "\n ]") + ',\n "editorial": '
+    yield json.dumps(editorial(), indent=1, ensure_ascii=False).replace("\n", "\n ") + "\n}\n"
 
 
 STYLE = """
@@ -272,23 +330,28 @@ def _video_html(video: dict) -> str:
             f'height="{video["height"]}"{poster}>{sources}</video>')
 
 
-def gallery_html(doc: dict, title: str = "Storefront") -> str:
-    """A self-contained page (inline CSS, no script, no network): one <picture> per image.
+def html_chunks(products: Iterable[dict], editorial: Callable[[], list[dict]],
+                title: str = "Storefront") -> Iterator[str]:
+    """A self-contained page (inline CSS, no script, no network): one <picture> per image, a
+    product at a time (`editorial` is called after the last product).
     Sizes are fixed per breakpoint (main 320/640 CSS px, others 160) so `sizes` is exact and
     the browser picks the smallest rendition >= CSS width x DPR; width/height on every <img>
     reserve its box (no layout shift). On a one-product page, its main image is the eager one."""
-    sections = []
-    for n, product in enumerate(doc["products"]):
+    yield (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+           f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+           f'<title>{escape(title)}</title><link rel="icon" href="data:,">'
+           f"<style>{STYLE}</style></head><body><header><h1>{escape(title)}</h1></header>"
+           f"<main>")
+    for n, product in enumerate(products):
         images = product["images"]
         head = _picture(images[0], main=True, eager=n == 0) if images else ""
         more = "".join(_picture(i, main=False) for i in images[1:])
         videos = "".join(_video_html(v) for v in product["videos"])
         name = product.get("title") or product["id"]
-        sections.append(
-            f'<section class="product" id="product-{escape(product["id"])}">'
-            f"<h2>{escape(name)}</h2><div class=\"gallery\"><div class=\"main\">{head}</div>"
-            f'<div class="more">{more}</div>{videos}</div></section>')
-    for item in doc["editorial"]:
+        yield (f'<section class="product" id="product-{escape(product["id"])}">'
+               f"<h2>{escape(name)}</h2><div class=\"gallery\"><div class=\"main\">{head}</div>"
+               f'<div class="more">{more}</div>{videos}</div></section>')
+    for item in editorial():
         pictures = []
         for s in item["sets"]:
             sources = "".join(f'<source type="{x["type"]}" srcset="{escape(x["srcset"])}" '
@@ -298,10 +361,6 @@ def gallery_html(doc: dict, title: str = "Storefront") -> str:
                             f'src="{escape(s["src"])}" width="{s["width"]}" '
                             f'height="{s["height"]}" alt="{escape(item["alt"])}" '
                             f'loading="lazy" decoding="async"></picture>')
-        sections.append(f'<section class="editorial"><h2>{escape(item["title"] or item["master_id"])}'
-                        f'</h2>{"".join(pictures)}</section>')
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>{escape(title)}</title><link rel="icon" href="data:,">'
-            f"<style>{STYLE}</style></head><body><header><h1>{escape(title)}</h1></header>"
-            f'<main>{"".join(sections)}</main></body></html>\n')
+        yield (f'<section class="editorial"><h2>{escape(item["title"] or item["master_id"])}'
+               f'</h2>{"".join(pictures)}</section>')
+    yield "</main></body></html>\n"
