@@ -470,7 +470,7 @@ def test_a_corrupt_manifest_is_refused_until_recovered_from_history(world, damag
 
 # ------------------------------------------------------------------ kill -9, SIGINT, SIGTERM
 
-KILL_IDS = [f"k{i:02d}" for i in range(16)]
+KILL_IDS = [f"k{i:02d}" for i in range(40)]
 EXPECTED_RC = {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
