@@ -245,15 +245,15 @@ def test_the_gallery_streams_a_product_at_a_time(tmp_path, monkeypatch):
             for start in range(0, table.num_rows, 5):  # products span batches
                 yield table.slice(start, 5)
 
-    held: list[int] = []
-    product = module.Gather.product
+    held: list[int] = []  # products open each time one is taken to be written
+    take = module.Gather.take
 
-    def counted(self, name, out, base):  # noqa: ANN001, ANN202
+    def counted(self, name):  # noqa: ANN001, ANN202
         held.append(len(self.products))
-        return product(self, name, out, base)
+        return take(self, name)
 
     monkeypatch.setattr(api, "_streamed", small_batches)
-    monkeypatch.setattr(module.Gather, "product", counted)
+    monkeypatch.setattr(module.Gather, "take", counted)
     text = api.gallery(out, BASE)
     assert text == json.dumps(whole, indent=1, ensure_ascii=False) + "\n"
     doc = json.loads(text)
