@@ -114,3 +114,22 @@ def test_check_paths_benchmark_runs_both_ways(way: str) -> None:
                            "--way", way], capture_output=True, text=True, check=True)
     figure = json.loads(done.stdout.strip().splitlines()[-1])
     assert figure["way"] == way and figure["paths"] == 2500 and figure["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow  # renders two masters through the web channel (~5 s)
+def test_gallery_scale_benchmark_builds_a_real_shop_and_runs_both_ways(tmp_path: Path) -> None:
+    from engine import api
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gallery_scale", "--products", "3",
+                           "--work", str(tmp_path)], capture_output=True, text=True, check=True)
+    figure = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figure["products"] == 3 and figure["manifest_rows"] > 6
+    assert figure["streamed"]["peak_rss_mb"] > 0 and figure["whole"]["peak_rss_mb"] > 0
+    out = tmp_path / "gallery-3"
+    doc = json.loads(api.gallery(out, "https://cdn.example.com/shop"))
+    assert [p["id"] for p in doc["products"]] == ["s0000000-P", "s0000001-P", "s0000002-P"]
+    for product in doc["products"]:  # each copy's files are there, under its own folder
+        assert [i["position"] for i in product["images"]] == [0, 1]
+        for image in product["images"]:
+            path = image["src"].removeprefix("https://cdn.example.com/shop/")
+            assert path.startswith(product["id"][:8] + "/") and (out / path).is_file()
