@@ -893,6 +893,7 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
         json_chunks,
         stream_products,
     )
+    from .schedule import cores
 
     if sink is None:
         buffer = io.StringIO()
@@ -932,8 +933,6 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
             yield end, manifest.from_table(table.filter(served(table)))
 
     gather = Gather(channel, video_channel)
-    from .schedule import cores
-
     products = stream_products(batches(), order, last, gather, out_path, base, cores())
     editorial = lambda: gather.editorial_entries(base)  # noqa: E731 (after the last product)
     chunks = (html_chunks(products, editorial, f"Storefront: {out_path.name}") if fmt == "html"
