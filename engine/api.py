@@ -31,7 +31,7 @@ from .publish.feeds import Feed
 from .rows import TableRows
 from .spec import Channel, Rules, load_config, snapshot
 from .spec.loader import Config
-from .store import Protected, Store, is_url, stream_atomic, write_atomic
+from .store import Protected, Store, is_url, stream_atomic, text_writer, write_atomic
 
 if TYPE_CHECKING:
     from .job import JobSettings
@@ -617,27 +617,24 @@ def _streamed(store: Store, columns: list[str] | None = None) -> Iterator[pa.Tab
         raise
 
 
-def _published_rows(out: str | Path, channels: Iterable[str] | None = None,
-                    formats: Iterable[str] = (),
+def _published_rows(out: str | Path, channels: Iterable[str],
                     columns: list[str] | None = None) -> tuple[Path, list[Row]]:
-    """OUT's manifest rows: every one, or (`channels`, `formats`) only the served rows of those
-    channels and formats, read a batch at a time so that the rest never becomes Python rows;
-    `columns`: only those columns (the rest of each row None: a full Row is about 4 KB)."""
+    """OUT's served rows of these channels, read a batch at a time so that the rest never
+    becomes Python rows; `columns`: only those columns (the rest of each row None: a full Row
+    is about 4 KB)."""
     out_path = _manifest_folder(out)
     store = Store(out_path)
-    if channels is None:
-        return out_path, manifest.from_table(manifest.read_state(store)[0])
-    wanted = pa.array(sorted(set(channels)), pa.string())
-    kinds = pa.array(sorted(set(formats)), pa.string())
     if columns is not None:  # and those the filter reads
-        columns = list(dict.fromkeys([*columns, "channel", "format", "status", "path"]))
-    parts = []
-    for table in _streamed(store, columns):
-        mask = pc.or_(pc.is_in(table.column("channel"), value_set=wanted),
-                      pc.is_in(table.column("format"), value_set=kinds))
-        parts.append(table.filter(pc.and_(manifest.published_mask(table),
-                                          pc.fill_null(mask, False))))
+        columns = list(dict.fromkeys([*columns, "channel", "status", "path"]))
+    parts = [table.filter(_served(table, channels)) for table in _streamed(store, columns)]
     return out_path, manifest.from_table(pa.concat_tables(parts)) if parts else []
+
+
+def _served(table: pa.Table, channels: Iterable[str]) -> pa.ChunkedArray:
+    """The rows of these channels whose file is served."""
+    wanted = pa.array(sorted(set(channels)), pa.string())
+    return pc.and_(manifest.published_mask(table), pc.fill_null(
+        pc.is_in(table.column("channel"), value_set=wanted), False))
 
 
 def feed(out: str | Path, kind: str, base_url: str, channel: str = "web",
@@ -902,17 +899,12 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
     out_path = _manifest_folder(out)
     store = Store(out_path)
     base = "." if base_url == "." else check_base_url(base_url)
-    wanted = pa.array(sorted({channel, video_channel}), pa.string())
-
-    def served(table: pa.Table) -> pa.ChunkedArray:
-        return pc.and_(manifest.published_mask(table),
-                       pc.fill_null(pc.is_in(table.column("channel"), value_set=wanted), False))
-
+    channels = [channel, video_channel]
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     offset = 0
     for table in _streamed(store, ["channel", "status", "path", "role", "product"]):
-        mask = pc.and_(pc.and_(served(table), pc.is_valid(table.column("product"))),
+        mask = pc.and_(pc.and_(_served(table, channels), pc.is_valid(table.column("product"))),
                        pc.fill_null(pc.not_equal(table.column("role"), "editorial"), True))
         at = pc.indices_nonzero(mask)
         spans = pa.table({"product": pc.take(table.column("product"), at),
@@ -930,7 +922,7 @@ def gallery(out: str | Path, base_url: str, fmt: str = "json", channel: str = "w
         end = 0
         for table in _streamed(store, columns):
             end += table.num_rows
-            yield end, manifest.from_table(table.filter(served(table)))
+            yield end, manifest.from_table(table.filter(_served(table, channels)))
 
     gather = Gather(channel, video_channel)
     products = stream_products(batches(), order, last, gather, out_path, base, cores())
@@ -946,17 +938,6 @@ def storefront(out: str | Path) -> Path:
     """Write OUT/storefront.html: the gallery's HTML form with relative URLs (works offline)."""
     out_path = Path(out)
     target = out_path / "storefront.html"
-    stream_atomic(target, as_text(lambda sink: gallery(out_path, ".", "html", sink=sink)))
+    stream_atomic(target, text_writer(lambda sink: gallery(out_path, ".", "html", sink=sink)))
     return target
 
-
-def as_text(write: Callable[[TextIO], object]) -> Callable[[BinaryIO], None]:
-    """A writer of text as one of bytes (UTF-8, newlines as written), for stream_atomic."""
-    def into(sink: BinaryIO) -> None:
-        text = io.TextIOWrapper(sink, "utf-8", newline="")
-        try:
-            write(text)
-            text.flush()
-        finally:
-            text.detach()  # the file is stream_atomic's to close
-    return into

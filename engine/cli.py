@@ -652,9 +652,9 @@ def feed_gallery(out, base_url, fmt, channel, video_channel, output_file) -> Non
     if output_file is None:
         api.gallery(out, base_url, fmt, channel, video_channel, sys.stdout)
     else:  # a temporary beside it, renamed when whole: a failed export leaves the file as it was
-        from .store import stream_atomic
+        from .store import stream_atomic, text_writer
 
-        stream_atomic(output_file, api.as_text(
+        stream_atomic(output_file, text_writer(
             lambda sink: api.gallery(out, base_url, fmt, channel, video_channel, sink)))
         say(f"gallery -> {output_file}")
 

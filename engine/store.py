@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -22,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -94,6 +95,18 @@ def stream_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
         with open(tmp, "wb") as fh:
             write(fh)
     _atomically(path, make)
+
+
+def text_writer(write: Callable[[TextIO], object]) -> Callable[[BinaryIO], None]:
+    """A writer of text as one of bytes (UTF-8, newlines as written), for stream_atomic."""
+    def into(sink: BinaryIO) -> None:
+        text = io.TextIOWrapper(sink, "utf-8", newline="")
+        try:
+            write(text)
+            text.flush()
+        finally:
+            text.detach()  # the file is stream_atomic's to close
+    return into
 
 
 def copy_atomic(source: Path, path: Path) -> None:

@@ -212,8 +212,9 @@ def decode(data: bytes, header: Header, scale: float, once: bool = False) -> Dec
     try:
         if header.loader == HEIF:
             return _decode_heif(data, header, scale)
-        # a JPEG by name, as probe read it (sniffing picks uhdrload for an Ultra HDR JPEG)
-        image = load(data, JPEG if header.loader == JPEG else None, **options)
+        # by the loader probe chose and checked (a JPEG by name: sniffing would pick uhdrload
+        # for an Ultra HDR JPEG), not sniffed again
+        image = load(data, header.loader, **options)
         # Colour first: it streams, so the sequential read stays in order. Rotating needs random
         # access, which the in-memory copy gives for free.
         image = ops.to_srgb(image)

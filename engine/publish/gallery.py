@@ -53,13 +53,10 @@ def placeholder_and_colour(path: Path) -> tuple[str, str]:
     import numpy as np
     import pyvips
 
+    from ..image import ops
+
     image = pyvips.Image.thumbnail(str(path), COLOUR_WIDTH)
-    if image.hasalpha():
-        image = image.flatten(background=[255, 255, 255])
-    image = image.colourspace("srgb").cast("uchar")
-    if image.bands > 3:
-        image = image.extract_band(0, n=3)
-    image = image.copy_memory()  # read by both below
+    image = ops.flatten(ops.to_srgb(image), (255, 255, 255)).copy_memory()  # read twice below
     small = image.thumbnail_image(PLACEHOLDER_WIDTH)
     data = b""
     for quality in (40, 20, 5):
@@ -202,8 +199,8 @@ def gallery(rows: list[Row], out: Path, base: str, channel: str = "web",
     gather = Gather(channel, video_channel)
     for r in rows:
         gather.add(r)
-    return {"products": [entry for product in list(gather.products)
-                         if (entry := gather.product(product, out, base))],
+    return {"products": [entry for product, masters in gather.products.items()
+                         if (entry := product_entry(product, masters, out, base))],
             "editorial": gather.editorial_entries(base)}
 
 
@@ -232,10 +229,6 @@ class Gather:
                 masters.setdefault(r.master_id, []).append(r)
         elif r.channel == self.channel:
             masters.setdefault(r.master_id, []).append(r)
-
-    def product(self, product: str, out: Path, base: str) -> dict | None:
-        """The product's entry (None without an image or video), its rows let go."""
-        return product_entry(product, self.take(product), out, base)
 
     def take(self, product: str) -> dict[str, list[Row]]:
         """The product's masters' rows, no longer held here."""
