@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -69,11 +70,20 @@ def task_master() -> Path:
     return path
 
 
-def ops_per_s(op, count: int, workers: int) -> float:  # noqa: ANN001 (a callable)
+def ops_per_s(op, count: int, workers: int) -> tuple[float, float]:  # noqa: ANN001
+    """(operations per second, CPU milliseconds an operation: user + system time of every
+    thread of this process, or of the child processes `op` waited for)."""
+    cpu = _cpu_s()
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda _: op(), range(count)))
-    return count / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return count / seconds, 1000 * (_cpu_s() - cpu) / count
+
+
+def _cpu_s() -> float:
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 # fanout's JPEG encoder settings (encode._jpeg: mozjpeg's trellis quantisation, quant table 3,
@@ -106,35 +116,36 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
         image = pyvips.Image.thumbnail(str(master), TASK_OUT[0], height=TASK_OUT[1], size="force")
         made["naive-pyvips"] = len(image.jpegsave_buffer(Q=80, optimize_coding=True, keep="none"))
 
-    def in_process(op) -> Callable[[], float]:  # noqa: ANN001 (a callable)
-        def best() -> float:
-            rates = []
+    # each contender's best of 1 or one worker per core: (ops/s, CPU ms an operation) of it
+    def in_process(op) -> Callable[[], tuple[float, float]]:  # noqa: ANN001 (a callable)
+        def best() -> tuple[float, float]:
+            runs = []
             for workers in sorted({1, n}):
                 configure(max(1, n // workers))
-                rates.append(ops_per_s(op, count, workers))
-            return max(rates)
+                runs.append(ops_per_s(op, count, workers))
+            return max(runs)
         return best
 
-    def with_sharp(jpeg: dict | None) -> Callable[[], float]:
-        def best() -> float:
+    def with_sharp(jpeg: dict | None) -> Callable[[], tuple[float, float]]:
+        def best() -> tuple[float, float]:
             spec = {"task": {"master": str(master), "width": TASK_OUT[0], "height": TASK_OUT[1],
                              "quality": 80, **({"jpeg": jpeg} if jpeg else {})}, "count": count}
             with tempfile.TemporaryDirectory() as tmp:
                 runs = [peers.run_sharp(sharp, spec, Path(tmp), c) for c in sorted({1, n})]
             made["sharp" if jpeg else "sharp-defaults"] = runs[0]["bytes"]
-            return max(r["ops_per_s"] for r in runs)
+            return max((r["ops_per_s"], r["cpu_ms_per_op"]) for r in runs)
         return best
 
-    def with_imagemagick() -> float:
+    def with_imagemagick() -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
             def im_op() -> None:
                 subprocess.run([convert, str(master), "-filter", "Lanczos", "-resize",
                                 f"{TASK_OUT[0]}x{TASK_OUT[1]}!", "-strip", "-quality", "80",
                                 f"{tmp}/out.jpg"], check=True, capture_output=True,
                                env=dict(os.environ, MAGICK_THREAD_LIMIT="1"))
-            rate = max(ops_per_s(im_op, max(4, count // 4), w) for w in sorted({1, n}))
+            best = max(ops_per_s(im_op, max(4, count // 4), w) for w in sorted({1, n}))
             made["imagemagick"] = Path(f"{tmp}/out.jpg").stat().st_size
-        return rate
+        return best
 
     contenders: dict[str, Callable[[], float]] = {
         "engine": in_process(engine_op), "naive-pyvips": in_process(naive_op)}
@@ -144,11 +155,17 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
     if convert is not None:
         contenders["imagemagick"] = with_imagemagick
     rates: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for round_ in range(repeat):  # every other round in reverse: a drifting machine evens out
         for name in list(contenders)[:: -1 if round_ % 2 else 1]:
-            rates[name].append(contenders[name]())
+            rate, ms = contenders[name]()
+            rates[name].append(rate)
+            cpu[name].append(ms)
     configure(1)
-    return {name: {**summary(r), "bytes": made.get(name)} for name, r in rates.items()}
+    # cpu_ms_per_op: the work an operation cost, which a machine's speed from one minute to the
+    # next (another tenant, a throttled core) moves far less than operations per second
+    return {name: {**summary(r), "bytes": made.get(name), "cpu_ms_per_op": summary(cpu[name])}
+            for name, r in rates.items()}
 
 
 # b. the catalog job ----------------------------------------------------------------------
@@ -294,8 +311,18 @@ def ratios(report: dict) -> dict:
         rounds = zip(a["engine"]["runs"], a[peer]["runs"], strict=True)
         return round(statistics.median(e / p for e, p in rounds), 3)
 
+    def cpu_per_round(peer: str) -> float | None:
+        """The median of each round's peer / engine CPU an operation (above 1: fanout's
+        operation costs less)."""
+        if peer not in a:
+            return None
+        rounds = zip(a["engine"]["cpu_ms_per_op"]["runs"], a[peer]["cpu_ms_per_op"]["runs"],
+                     strict=True)
+        return round(statistics.median(p / e for e, p in rounds), 3)
+
     return {
         "sharp_task_ratio": per_round("sharp"),
+        "sharp_task_cpu_ratio": cpu_per_round("sharp"),
         "catalog_vs_sharp": ratio(med.get("sharp"), med["engine"]),
         "catalog_vs_naive": ratio(med["naive-pyvips"], med["engine"]),
         "catalog_vs_imagemagick": ratio(med.get("imagemagick"), med["engine"]),
@@ -329,13 +356,13 @@ def write_results(report: dict) -> None:
          "`sharp-defaults` is sharp's published task as it is (its default encoder: bigger "
          "files, less work)."),
         "",
-        "| contender | median | min-max | bytes | fanout / contender |",
-        "|---|---|---|---|---|",
+        "| contender | median | min-max | bytes | fanout / contender | CPU ms an operation |",
+        "|---|---|---|---|---|---|",
     ]
     for name, s in report["task"].items():
         rel = report["task"]["engine"]["median"] / s["median"]
         lines.append(f"| {name} | {s['median']:.1f} | {s['min']:.1f}-{s['max']:.1f} | "
-                     f"{s['bytes']} | {rel:.2f}x |")
+                     f"{s['bytes']} | {rel:.2f}x | {s['cpu_ms_per_op']['median']:.1f} |")
     lines += [
         "",
         (f"## b. catalog job: {cat['masters']} masters, {cat['derivatives']} derivatives "

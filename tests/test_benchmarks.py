@@ -108,6 +108,28 @@ def test_engine_overhead_tells_the_tail_from_the_overhead_of_busy_time() -> None
         100 * (4.0 + 8.5) / 30, 2)
 
 
+def test_the_task_counts_the_cpu_of_libvips_threads_and_of_child_processes() -> None:
+    """CPU an operation: libvips' own threads (the Python thread only waits for them) and a
+    peer's processes count; a waiting thread does not."""
+    from benchmarks.__main__ import ops_per_s
+
+    image = pyvips.Image.gaussnoise(1500, 1500)
+
+    def libvips_op() -> None:
+        image.gaussblur(4).avg()  # computed on libvips' worker threads
+
+    rate, cpu_ms = ops_per_s(libvips_op, 4, 1)
+    wall_ms = 1000 / rate
+    assert 0.3 * wall_ms < cpu_ms < 2.5 * wall_ms
+
+    def child_op() -> None:
+        subprocess.run([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"],
+                       check=True)
+
+    rate, cpu_ms = ops_per_s(child_op, 2, 1)
+    assert 0.5 * (1000 / rate) < cpu_ms < 1.5 * (1000 / rate)
+
+
 @pytest.mark.parametrize("way", ["pathset", "sets"])
 def test_check_paths_benchmark_runs_both_ways(way: str) -> None:
     done = subprocess.run([sys.executable, "-m", "benchmarks.check_paths", "--paths", "2500",

@@ -9,7 +9,8 @@
 // threads are set so that CONCURRENCY x threads = cores. Prints {"seconds": ..} as JSON.
 // With a "task" job list ({task: {master, width, height, quality, jpeg}, count}) it runs sharp's
 // own published benchmark task COUNT times instead (jpeg: more of sharp's jpeg() options, none
-// for sharp's defaults) and prints {"ops_per_s": .., "bytes": ..} (bytes: one output's).
+// for sharp's defaults) and prints {"ops_per_s": .., "bytes": .., "cpu_ms_per_op": ..} (bytes:
+// one output's; CPU: user + system time of the whole process over the COUNT operations).
 "use strict";
 const fs = require("fs");
 const os = require("os");
@@ -104,6 +105,7 @@ async function main() {
   if (jobs.task) {
     const t = jobs.task;
     const input = fs.readFileSync(t.master);
+    const cpu = process.cpuUsage();  // every thread of this process: libuv's pool, V8's
     let bytes = 0;
     await pool(Array.from({ length: jobs.count }, (_, i) => i), async () => {
       const data = await sharp(input).resize(t.width, t.height, { kernel: "lanczos3" })
@@ -111,7 +113,9 @@ async function main() {
       bytes = data.length;
     });
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-    console.log(JSON.stringify({ ops_per_s: jobs.count / seconds, seconds, bytes }));
+    const used = process.cpuUsage(cpu);
+    console.log(JSON.stringify({ ops_per_s: jobs.count / seconds, seconds, bytes,
+                                 cpu_ms_per_op: (used.user + used.system) / 1000 / jobs.count }));
     return;
   }
   await pool(jobs, master);
