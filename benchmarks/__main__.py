@@ -24,14 +24,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
@@ -39,18 +38,17 @@ from dask.callbacks import Callback
 
 from engine import api
 from engine.image.decode import configure
-from engine.image.render import render_all
 from engine.schedule import cores
-from engine.spec.models import ImagePreset, Resize
 
 from . import bytes as bytes_bench
 from . import naive_vs_engine as naive
 from . import peers
 from . import video_vs_ffmpeg as video
 from .chart import bar_chart
+from .task_op import TASK_OUT, ops_per_s
 
 RESULTS = Path(__file__).parent / "results"
-TASK_SIZE, TASK_OUT = (2725, 2225), (720, 588)
+TASK_SIZE = (2725, 2225)
 
 
 def summary(values: list[float]) -> dict:
@@ -70,22 +68,6 @@ def task_master() -> Path:
     return path
 
 
-def ops_per_s(op, count: int, workers: int) -> tuple[float, float]:  # noqa: ANN001
-    """(operations per second, CPU milliseconds an operation: user + system time of every
-    thread of this process, or of the child processes `op` waited for)."""
-    cpu = _cpu_s()
-    start = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda _: op(), range(count)))
-    seconds = time.perf_counter() - start
-    return count / seconds, 1000 * (_cpu_s() - cpu) / count
-
-
-def _cpu_s() -> float:
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
-
-
 # fanout's JPEG encoder settings (encode._jpeg: mozjpeg's trellis quantisation, quant table 3,
 # overshoot deringing, optimised Huffman tables; 4:2:0 below Q95) in sharp's jpeg() terms. sharp
 # with these makes the engine's bytes (8,400 against 11,277 at sharp's defaults on the task's
@@ -100,30 +82,20 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
     round runs each contender once (a machine's drift spreads over all of them). `bytes`: one
     output's size, which says whether two contenders did the same work."""
     master = task_master()
-    preset = ImagePreset(resize=Resize(width=TASK_OUT[0], height=TASK_OUT[1], fit="fill"),
-                         format="jpeg", quality=80, progressive=False)
     n = cores()
     made: dict[str, int] = {}
 
-    data = master.read_bytes()  # read once, as sharp's task does (sharp_fanout.cjs)
-
-    def engine_op() -> None:
-        out = render_all(data, {"t": preset})[0]["t"]
-        assert (out.width, out.height) == TASK_OUT
-        made["engine"] = len(out.data)
-
-    def naive_op() -> None:
-        image = pyvips.Image.thumbnail(str(master), TASK_OUT[0], height=TASK_OUT[1], size="force")
-        made["naive-pyvips"] = len(image.jpegsave_buffer(Q=80, optimize_coding=True, keep="none"))
-
-    # each contender's best of 1 or one worker per core: (ops/s, CPU ms an operation) of it
-    def in_process(op) -> Callable[[], tuple[float, float]]:  # noqa: ANN001 (a callable)
+    # each contender's best of 1 or one worker per core: (ops/s, CPU ms an operation) of it;
+    # each measurement in a fresh process, fanout's and naive pyvips' as sharp's (task_op.py)
+    def python(name: str) -> Callable[[], tuple[float, float]]:
         def best() -> tuple[float, float]:
-            runs = []
-            for workers in sorted({1, n}):
-                configure(max(1, n // workers))
-                runs.append(ops_per_s(op, count, workers))
-            return max(runs)
+            runs = [json.loads(subprocess.run(
+                [sys.executable, "-m", "benchmarks.task_op", name, str(master), str(count),
+                 str(workers)], capture_output=True, text=True, check=True,
+                cwd=Path(__file__).parent.parent).stdout.strip().splitlines()[-1])
+                for workers in sorted({1, n})]
+            made[name] = runs[0]["bytes"]
+            return max((r["ops_per_s"], r["cpu_ms_per_op"]) for r in runs)
         return best
 
     def with_sharp(jpeg: dict | None) -> Callable[[], tuple[float, float]]:
@@ -147,8 +119,8 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
             made["imagemagick"] = Path(f"{tmp}/out.jpg").stat().st_size
         return best
 
-    contenders: dict[str, Callable[[], float]] = {
-        "engine": in_process(engine_op), "naive-pyvips": in_process(naive_op)}
+    contenders: dict[str, Callable[[], tuple[float, float]]] = {
+        "engine": python("engine"), "naive-pyvips": python("naive-pyvips")}
     if sharp is not None:
         contenders["sharp"] = with_sharp(SHARP_AS_FANOUT)
         contenders["sharp-defaults"] = with_sharp(None)
@@ -161,7 +133,6 @@ def task(count: int, repeat: int, sharp: Path | None, convert: str | None) -> di
             rate, ms = contenders[name]()
             rates[name].append(rate)
             cpu[name].append(ms)
-    configure(1)
     # cpu_ms_per_op: the work an operation cost, which a machine's speed from one minute to the
     # next (another tenant, a throttled core) moves far less than operations per second
     return {name: {**summary(r), "bytes": made.get(name), "cpu_ms_per_op": summary(cpu[name])}

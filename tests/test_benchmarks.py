@@ -111,7 +111,7 @@ def test_engine_overhead_tells_the_tail_from_the_overhead_of_busy_time() -> None
 def test_the_task_counts_the_cpu_of_libvips_threads_and_of_child_processes() -> None:
     """CPU an operation: libvips' own threads (the Python thread only waits for them) and a
     peer's processes count; a waiting thread does not."""
-    from benchmarks.__main__ import ops_per_s
+    from benchmarks.task_op import ops_per_s
 
     image = pyvips.Image.gaussnoise(1500, 1500)
 
@@ -128,6 +128,21 @@ def test_the_task_counts_the_cpu_of_libvips_threads_and_of_child_processes() -> 
 
     rate, cpu_ms = ops_per_s(child_op, 2, 1)
     assert 0.5 * (1000 / rate) < cpu_ms < 1.5 * (1000 / rate)
+
+
+@pytest.mark.parametrize("contender", ["engine", "naive-pyvips"])
+def test_the_python_contenders_of_sharps_task_run_in_a_process_of_their_own(
+        tmp_path: Path, contender: str) -> None:
+    _scene(tmp_path / "scene.png").resize(4.5).jpegsave(str(tmp_path / "master.jpg"), Q=90)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.task_op", contender,
+                           str(tmp_path / "master.jpg"), "3", "2", "--keep",
+                           str(tmp_path / "out.jpg")], capture_output=True, text=True,
+                          check=True)
+    figure = json.loads(done.stdout.strip().splitlines()[-1])
+    out = pyvips.Image.new_from_file(str(tmp_path / "out.jpg"))
+    assert (out.width, out.height, out.get("vips-loader")) == (720, 588, "jpegload")
+    assert figure["bytes"] == (tmp_path / "out.jpg").stat().st_size
+    assert figure["ops_per_s"] > 0 and figure["cpu_ms_per_op"] > 0
 
 
 @pytest.mark.parametrize("way", ["pathset", "sets"])
