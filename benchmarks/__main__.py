@@ -6,7 +6,8 @@ and the ffmpeg command line, on identical outputs.
 
 Workloads:
   a. sharp's published task: a 2725x2225 JPEG to 720x588 (Lanczos 3), JPEG quality 80, in
-     operations per second at each contender's best parallelism (1 or one per core);
+     operations per second at each contender's best parallelism (1 or one per core), each
+     measurement in a fresh process, and the CPU time an operation costs;
   b. a catalog job: masters (JPEG and PNG, 2.6 to 24 MP, product shots and lifestyle scenes)
      through every built-in channel's image outputs;
   c. a video job: 1080p 30 fps masters through every built-in MP4/WebM video output.
