@@ -2,7 +2,7 @@
 and the ffmpeg command line, on identical outputs.
 
     python -m benchmarks           # the full set; writes benchmarks/results/RESULTS.md and .png
-    python -m benchmarks --quick   # a reduced set (8 minutes on 2 cores); prints one JSON object
+    python -m benchmarks --quick   # a reduced set (9 minutes on 2 cores); prints one JSON object
 
 Workloads:
   a. sharp's published task: a 2725x2225 JPEG to 720x588 (Lanczos 3), JPEG quality 80, in
@@ -408,7 +408,7 @@ def chart(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a reduced set (8 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="a reduced set (9 minutes on 2 cores)")
     parser.add_argument("--masters", type=int, default=40, help="catalog job size (full run)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender (full run)")
     parser.add_argument("--video-seconds", type=float, default=4.0, help="video master length")
