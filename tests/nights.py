@@ -380,7 +380,7 @@ class Night:
         self._log = (self.logs / f"{n}.out", self.logs / f"{n}.err")
         return subprocess.Popen([str(FANOUT), *self.render_args(*extra, **how)],
                                 stdout=open(self._log[0], "w"), stderr=open(self._log[1], "w"),
-                                env=self.env(), cwd=self.root)
+                                env=self.env(), cwd=self.root, preexec_fn=as_foreground)
 
     def log(self) -> Run:
         return Run(["(background render)"], -999, self._log[0].read_text(),
@@ -424,6 +424,14 @@ class Night:
         checked = self.check(config)
         assert checked.rc == check_rc, f"fanout check expected exit {check_rc}\n{checked}"
         return checked
+
+
+def as_foreground() -> None:
+    """In a child, before it runs: SIGINT at its default, as for a command a user runs in a
+    terminal. A shell starts a background job (`pytest ... &`, CI's runner) with SIGINT
+    ignored, which the child inherits, and fanout rightly leaves an ignored SIGINT ignored: a
+    test of Ctrl-C would then watch the render finish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(what: Callable[[], bool], proc: subprocess.Popen | None = None,

@@ -16,6 +16,7 @@ import problem_images as P
 import pytest
 import pyvips
 from click.testing import CliRunner
+from nights import as_foreground
 
 from engine import api
 from engine.cli import main
@@ -220,8 +221,7 @@ def test_a_signal_while_rendering_exits_promptly_with_its_code(tmp_path, big_mas
         # outputs a master: the first master is written soon, the other 19 keep the run going
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TMPDIR": str(scratch)},
-        # SIGINT left at its default in the child (a shell's background job ignores it)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=as_foreground,
     )
     try:
         deadline = time.monotonic() + 120
