@@ -1,5 +1,4 @@
 import gc
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -295,14 +294,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)
 """
 
 
-def _glibc() -> bool:
-    try:
-        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-    except (ValueError, OSError):
-        return False
-
-
-@pytest.mark.skipif(not _glibc(), reason="glibc's malloc thresholds: other C libraries are "
+@pytest.mark.skipif(not dec.is_glibc(), reason="glibc's malloc thresholds: other C libraries are "
                     "left alone")
 def test_streamed_renders_on_two_threads_do_not_fault_their_buffers_in_each_time(tmp_path):
     """Two threads each rendering one streamed derivative (sharp's task): after configure(),

@@ -81,16 +81,25 @@ def _raise_malloc_thresholds() -> None:
     32 / 64 MiB thresholds: +25% peak RSS), where this leaves it as it was (wall and RSS within
     noise; RESULTS.md, "sharp's task at parity"). Other C libraries, or a preloaded allocator,
     are left alone."""
+    if not is_glibc():
+        return
     try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return
         libc = ctypes.CDLL(None)
         libc.malloc.restype = ctypes.c_void_p
         libc.malloc.argtypes = [ctypes.c_size_t]
         libc.free.argtypes = [ctypes.c_void_p]
         libc.free(libc.malloc(MALLOC_WARM_BYTES))
-    except (OSError, ValueError, AttributeError):  # no confstr name, no libc symbols: leave it
+    except (OSError, AttributeError):  # no libc symbols to call: leave it
         return
+
+
+def is_glibc() -> bool:
+    """Whether this process's C library is glibc (whose malloc _raise_malloc_thresholds
+    tunes)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):  # the name is unknown to this platform
+        return False
 
 
 @dataclass
